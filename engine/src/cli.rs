@@ -1,0 +1,3 @@
+//! placeholder
+/// placeholder
+pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
