@@ -41,6 +41,12 @@ pub enum CodecId {
     Opus,
     /// MPEG-1/2 Layer III audio.
     Mp3,
+    /// FLAC (Enhanced RTMP `fLaC`).
+    Flac,
+    /// AC-3 (Enhanced RTMP `ac-3`).
+    Ac3,
+    /// E-AC-3 (Enhanced RTMP `ec-3`).
+    Eac3,
     /// A legacy FLV codec passed through untouched; the value is the FLV codec id
     /// (video: 4 bits of the tag header, audio: 4 bits of the sound format).
     FlvLegacy(MediaKind, u8),
@@ -63,6 +69,9 @@ impl CodecId {
             CodecId::Aac => "aac",
             CodecId::Opus => "opus",
             CodecId::Mp3 => "mp3",
+            CodecId::Flac => "flac",
+            CodecId::Ac3 => "ac3",
+            CodecId::Eac3 => "eac3",
             CodecId::FlvLegacy(_, _) => "flv-legacy",
         }
     }

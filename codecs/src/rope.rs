@@ -146,10 +146,7 @@ impl ByteRope {
 
     /// A reader positioned at the start of the rope.
     pub fn reader(&self) -> RopeReader<'_> {
-        RopeReader {
-            rope: self,
-            pos: 0,
-        }
+        RopeReader { rope: self, pos: 0 }
     }
 }
 

@@ -1,1 +1,737 @@
-//! placeholder
+//! The appliance configuration, read from one TOML file.
+//!
+//! Every value has a default, so an empty file (or no file at all) is a working configuration;
+//! [`DEFAULT_TOML`] spells out every key with its default and what it does. An unknown key
+//! anywhere is an error that names the key and its line: a typo must not silently fall back to
+//! a default. Durations are written as strings (`"10s"`, `"500ms"`, `"2m"`, `"1m30s"`); sizes are
+//! byte counts, either as integers or as strings with a unit (`"8MiB"`, `"64 KiB"`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// The whole default configuration, every key present and commented.
+///
+/// `zerocast config default` prints it; parsing it yields exactly [`Config::default()`] (a unit
+/// test holds the two together, so edit both at once).
+pub const DEFAULT_TOML: &str = r#"# zerocast configuration. Every key is optional; the values below are the defaults.
+# Durations are strings such as "500ms", "10s", "2m", "1h" or "1m30s".
+# Sizes are byte counts: an integer, or a string with a unit such as "8MiB" or "64KiB".
+
+[server]
+# Directory for the SQLite database (streams and keys) and other state. Created if missing.
+data_dir = "./zerocast-data"
+# Number of shards (one pinned executor thread each). 0 = one per online CPU core.
+shards = 0
+
+[rtmp]
+# Address for plain RTMP. Use "[::]:1935" to listen on IPv6 as well.
+listen = "0.0.0.0:1935"
+# Address for RTMPS (RTMP over TLS). Absent or "" = RTMPS off.
+# tls_listen = "0.0.0.0:1936"
+# PEM certificate chain and private key for RTMPS. Give both or neither; with neither,
+# RTMPS uses a self-signed certificate generated once into <data_dir>/tls/.
+# tls_cert = "/etc/zerocast/cert.pem"
+# tls_key = "/etc/zerocast/key.pem"
+# Chunk size zerocast sends with (128..=65536). Larger chunks mean fewer headers per frame.
+chunk_size = 4096
+# Largest RTMP message a peer may send, in bytes; larger ones close the connection.
+max_message_size = 8388608
+# Largest chunk size a peer may announce with Set Chunk Size, in bytes.
+max_chunk_size = 65536
+# Deepest nesting of AMF0 objects and arrays accepted in a command or metadata message.
+max_amf_depth = 16
+# Longest AMF0 string accepted, in bytes.
+max_amf_string = 65536
+# Window acknowledgement size announced to peers, in bytes.
+window_ack_size = 2500000
+
+[auth]
+# Who may publish. "keys": the RTMP stream key must be a stored stream's key
+# (see `zerocast streams create`). "open": anyone may publish, and the key is the stream name.
+publish = "keys"
+
+[streams]
+# When a second publisher arrives for a stream that is live: false = refuse the newcomer,
+# true = disconnect the current publisher and let the newcomer take over.
+takeover = false
+
+[limits]
+# Bytes of the latest group of pictures kept per stream, so a new viewer starts on a keyframe.
+gop_cache_bytes = 16777216
+# Bytes queued per viewer before it skips ahead to the next keyframe.
+viewer_queue_bytes = 8388608
+# A viewer that stays this far behind is disconnected.
+viewer_stall = "10s"
+# Time a new connection has to finish the RTMP handshake.
+handshake_timeout = "10s"
+# A connection that sends nothing for this long is closed.
+idle_timeout = "30s"
+# Most simultaneous connections across all protocols; further ones are refused.
+max_connections = 10000
+# Most simultaneous connections from one IP address.
+max_connections_per_ip = 100
+
+[log]
+# Log filter, a tracing EnvFilter directive such as "info" or "info,zerocast_engine=debug".
+# The RUST_LOG environment variable, when set, takes precedence.
+level = "info"
+# Log line format on stderr: "text" or "json".
+format = "text"
+"#;
+
+/// A configuration that could not be read, parsed or accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, has an unknown key, or a value of the wrong type.
+    #[error("{origin}:{line}:{column}: {message}")]
+    Parse {
+        /// The file name, or `<config>` for a string.
+        origin: String,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, naming the key (from the TOML parser).
+        message: String,
+    },
+    /// A value parsed but is out of range or inconsistent with another.
+    #[error("{origin}: invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The file name, or `<config>`.
+        origin: String,
+        /// The key, as `section.name`.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`: process-wide settings.
+    pub server: ServerConfig,
+    /// `[rtmp]`: the RTMP and RTMPS listeners.
+    pub rtmp: RtmpConfig,
+    /// `[auth]`: who may publish.
+    pub auth: AuthConfig,
+    /// `[streams]`: stream behaviour.
+    pub streams: StreamsConfig,
+    /// `[limits]`: resource limits and timeouts.
+    pub limits: LimitsConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Directory for the database and other state.
+    pub data_dir: PathBuf,
+    /// Number of shards; 0 = one per online core (see [`Config::shard_count`]).
+    pub shards: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./zerocast-data"),
+            shards: 0,
+        }
+    }
+}
+
+/// `[rtmp]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Plain RTMP listen address.
+    pub listen: SocketAddr,
+    /// RTMPS listen address; `None` = off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for RTMPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for RTMPS.
+    pub tls_key: Option<PathBuf>,
+    /// Outgoing chunk size.
+    pub chunk_size: u32,
+    /// Largest message a peer may send, in bytes.
+    #[serde(deserialize_with = "size_u32")]
+    pub max_message_size: u32,
+    /// Largest chunk size a peer may set, in bytes.
+    #[serde(deserialize_with = "size_u32")]
+    pub max_chunk_size: u32,
+    /// Deepest AMF0 nesting accepted.
+    pub max_amf_depth: usize,
+    /// Longest AMF0 string accepted, in bytes.
+    #[serde(deserialize_with = "size_usize")]
+    pub max_amf_string: usize,
+    /// Window acknowledgement size announced to peers.
+    #[serde(deserialize_with = "size_u32")]
+    pub window_ack_size: u32,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            chunk_size: 4096,
+            max_message_size: 8 * MIB as u32,
+            max_chunk_size: 65536,
+            max_amf_depth: 16,
+            max_amf_string: 65536,
+            window_ack_size: 2_500_000,
+        }
+    }
+}
+
+/// Who may publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishAuth {
+    /// The stream key must be a stored stream's key; the stream published is that stream.
+    #[default]
+    Keys,
+    /// Anyone may publish; the stream key is taken as the stream name.
+    Open,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Who may publish.
+    pub publish: PublishAuth,
+}
+
+/// `[streams]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Whether a new publisher replaces a live one (true) or is refused (false).
+    pub takeover: bool,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Bytes of GOP cache per stream.
+    #[serde(deserialize_with = "size_usize")]
+    pub gop_cache_bytes: usize,
+    /// Bytes queued per viewer before it skips to the next keyframe.
+    #[serde(deserialize_with = "size_usize")]
+    pub viewer_queue_bytes: usize,
+    /// How far behind a viewer may stay before it is disconnected.
+    #[serde(deserialize_with = "duration")]
+    pub viewer_stall: Duration,
+    /// Time allowed for the RTMP handshake.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Silence after which a connection is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            gop_cache_bytes: 16 * MIB as usize,
+            viewer_queue_bytes: 8 * MIB as usize,
+            viewer_stall: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_connections_per_ip: 100,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive.
+    pub level: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// RTMP message lengths are 24-bit fields (RTMP spec 5.3.1.2.1), so nothing larger can arrive.
+const RTMP_MAX_MESSAGE: u32 = 0xFF_FFFF;
+
+impl Config {
+    /// Reads and validates the file at `path`; `None` gives the (validated) defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            let config = Config::default();
+            config.validate_in("<defaults>")?;
+            return Ok(config);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::parse(text, "<config>")
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_column(text, span.start));
+            ConfigError::Parse {
+                origin: origin.to_owned(),
+                line,
+                column,
+                message: e.message().trim_end().to_owned(),
+            }
+        })?;
+        config.validate_in(origin)?;
+        Ok(config)
+    }
+
+    /// Checks ranges and combinations that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("<config>")
+    }
+
+    fn validate_in(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            reason,
+        };
+        let r = &self.rtmp;
+        // 65536 bounds the shard count far above any real machine and catches a negative
+        // number that wrapped somewhere upstream.
+        if self.server.shards > 65536 {
+            return Err(invalid(
+                "server.shards",
+                format!("{} is more than 65536", self.server.shards),
+            ));
+        }
+        if !(128..=65536).contains(&r.chunk_size) {
+            return Err(invalid(
+                "rtmp.chunk_size",
+                format!("{} is outside 128..=65536", r.chunk_size),
+            ));
+        }
+        if !(128..=RTMP_MAX_MESSAGE).contains(&r.max_chunk_size) {
+            return Err(invalid(
+                "rtmp.max_chunk_size",
+                format!("{} is outside 128..={RTMP_MAX_MESSAGE}", r.max_chunk_size),
+            ));
+        }
+        if !(1..=RTMP_MAX_MESSAGE).contains(&r.max_message_size) {
+            return Err(invalid(
+                "rtmp.max_message_size",
+                format!(
+                    "{} is outside 1..={RTMP_MAX_MESSAGE} (RTMP lengths are 24-bit)",
+                    r.max_message_size
+                ),
+            ));
+        }
+        if r.max_amf_depth == 0 {
+            return Err(invalid(
+                "rtmp.max_amf_depth",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if r.max_amf_string == 0 {
+            return Err(invalid(
+                "rtmp.max_amf_string",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if r.window_ack_size == 0 {
+            return Err(invalid(
+                "rtmp.window_ack_size",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        match (&r.tls_cert, &r.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "rtmp.tls_key",
+                    "tls_cert is set, so tls_key must be too".to_owned(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "rtmp.tls_cert",
+                    "tls_key is set, so tls_cert must be too".to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        if r.tls_listen == Some(r.listen) {
+            return Err(invalid(
+                "rtmp.tls_listen",
+                format!("{} is also rtmp.listen", r.listen),
+            ));
+        }
+        let l = &self.limits;
+        for (key, value) in [
+            ("limits.gop_cache_bytes", l.gop_cache_bytes),
+            ("limits.viewer_queue_bytes", l.viewer_queue_bytes),
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".to_owned()));
+            }
+        }
+        for (key, value) in [
+            ("limits.viewer_stall", l.viewer_stall),
+            ("limits.handshake_timeout", l.handshake_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero".to_owned()));
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", format!("{:?}: {e}", self.log.level)));
+        }
+        Ok(())
+    }
+
+    /// The number of shards to run: `server.shards`, or one per online core when that is 0.
+    pub fn shard_count(&self) -> usize {
+        match self.server.shards {
+            // When the core count cannot be read (restricted /proc, odd platforms), one shard
+            // still serves everything correctly, only slower.
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses a human duration: one or more `<integer><unit>` parts, units `ms`, `s`, `m`, `h`
+/// (`"500ms"`, `"10s"`, `"1m30s"`). A bare `"0"` is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration; write e.g. \"10s\" or \"500ms\"".to_owned());
+    }
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "{text:?} is not a duration; write e.g. \"10s\", \"500ms\" or \"2m\""
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let part = match &rest[..unit_len] {
+            "ms" => Some(Duration::from_millis(number)),
+            "s" => Some(Duration::from_secs(number)),
+            "m" => number.checked_mul(60).map(Duration::from_secs),
+            "h" => number.checked_mul(3600).map(Duration::from_secs),
+            "" => return Err(format!("{text:?} lacks a unit; use ms, s, m or h")),
+            unit => {
+                return Err(format!(
+                    "{text:?} has unknown unit {unit:?}; use ms, s, m or h"
+                ))
+            }
+        };
+        total = part
+            .and_then(|p| total.checked_add(p))
+            .ok_or_else(|| format!("{text:?} is too long a duration"))?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Parses a size: digits, optionally followed by a unit (`B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`,
+/// `GB`), with optional space between (`"8MiB"`, `"64 KiB"`, `"1000"`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let s = text.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    if digits == 0 {
+        return Err(format!(
+            "{text:?} is not a size; write bytes or e.g. \"8MiB\""
+        ));
+    }
+    let number: u64 = s[..digits]
+        .parse()
+        .map_err(|_| format!("{text:?}: number too large"))?;
+    let multiplier: u64 = match s[digits..].trim_start() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => MIB,
+        "GiB" => 1024 * MIB,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        unit => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?}; use B, KiB, MiB, GiB, KB, MB or GB"
+            ))
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration string such as \"10s\", \"500ms\" or \"2m\"")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_duration(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a byte count (integer) or a size string such as \"8MiB\"")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("{v} is negative")))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_size(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn size_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = size(d)?;
+    u32::try_from(v).map_err(|_| de::Error::custom(format!("{v} is larger than {}", u32::MAX)))
+}
+
+fn size_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = size(d)?;
+    usize::try_from(v).map_err(|_| de::Error::custom(format!("{v} is too large for this platform")))
+}
+
+/// `""` means "off", so a templated config can leave the value empty instead of deleting the line.
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    s.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| de::Error::custom(format!("{s:?} is not an address such as \"0.0.0.0:1936\"")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_toml_is_the_default() {
+        assert_eq!(
+            Config::from_toml_str(DEFAULT_TOML).unwrap(),
+            Config::default()
+        );
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_toml_str("[limits]\nidle_timeout = \"5s\"\nidle_timout = \"5s\"\n")
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("idle_timout"), "{text}");
+        assert!(text.starts_with("<config>:3:"), "{text}");
+
+        let err = Config::from_toml_str("[nope]\n").unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_reported() {
+        let err = Config::from_toml_str("[limits]\nidle_timeout = \"10 parsecs\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("10 parsecs"), "{text}");
+        assert!(Config::from_toml_str("[limits]\nidle_timeout = 10\n").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "10 s",
+            "-1s",
+            "3d",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB").unwrap(), 8 * MIB);
+        assert_eq!(parse_size("64 KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("2MB").unwrap(), 2_000_000);
+        assert!(parse_size("8 mebibytes").is_err());
+        let c = Config::from_toml_str(
+            "[limits]\ngop_cache_bytes = \"4MiB\"\nviewer_queue_bytes = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.gop_cache_bytes, 4 * MIB as usize);
+        assert_eq!(c.limits.viewer_queue_bytes, 1024);
+        assert!(Config::from_toml_str("[limits]\ngop_cache_bytes = -1\n").is_err());
+    }
+
+    #[test]
+    fn ranges_and_combinations() {
+        let err = Config::from_toml_str("[rtmp]\nchunk_size = 64\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rtmp.chunk_size"), "{err}");
+        let err = Config::from_toml_str("[rtmp]\ntls_cert = \"c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rtmp.tls_key"), "{err}");
+        let err = Config::from_toml_str("[rtmp]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nowhere") || err.contains("socket address"),
+            "{err}"
+        );
+        let err = Config::from_toml_str("[log]\nlevel = \"info,[\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.level"), "{err}");
+        let err = Config::from_toml_str("[auth]\npublish = \"nobody\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nobody"), "{err}");
+    }
+
+    #[test]
+    fn tls_listen_empty_means_off() {
+        let c = Config::from_toml_str("[rtmp]\ntls_listen = \"\"\n").unwrap();
+        assert_eq!(c.rtmp.tls_listen, None);
+        let c = Config::from_toml_str(
+            "[rtmp]\ntls_listen = \"[::]:1936\"\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rtmp.tls_listen, Some("[::]:1936".parse().unwrap()));
+    }
+
+    #[test]
+    fn shard_count_resolves_zero() {
+        let mut c = Config::default();
+        assert!(c.shard_count() >= 1);
+        c.server.shards = 3;
+        assert_eq!(c.shard_count(), 3);
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.toml");
+        std::fs::write(&path, "[server]\nshard = 2\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("z.toml:2:"), "{err}");
+        assert!(err.contains("shard"), "{err}");
+        let err = Config::load(Some(&dir.path().join("missing.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert_eq!(Config::load(None).unwrap(), Config::default());
+    }
+}

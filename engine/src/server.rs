@@ -1,1 +1,369 @@
-//! placeholder
+//! `zerocast serve`: starts one pinned glommio executor per shard, the listeners on each,
+//! the storage thread and signal handling, and stops them all cleanly.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::limits::{ConnectionLimits, Refusal};
+use crate::rt::{self, TcpListener};
+use crate::shard::{MeshMsg, Shard, MESH_CHANNEL_CAPACITY};
+use crate::store::{spawn_store_thread, Store, StoreHandle};
+use crate::transport::Transport;
+use crate::{rtmp_conn, tls};
+
+/// Memory each shard registers with io_uring. It is locked memory (RLIMIT_MEMLOCK, often
+/// 8 MiB per process in containers), and the engine does no file I/O through it, so keep it
+/// small.
+pub const SHARD_IO_MEMORY: usize = 512 * 1024;
+/// How long shards wait for connections to finish after a stop signal.
+const DRAIN_TIME: Duration = Duration::from_secs(3);
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A shard's executor could not be created.
+    #[error("shard {shard} could not start: {reason}")]
+    ShardStart {
+        /// The shard.
+        shard: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// RTMPS could not be set up.
+    #[error("RTMPS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What a shard hands back when it stops.
+struct ShardReport {
+    latency: Histogram<u64>,
+    dropped: u64,
+}
+
+/// Settings every shard shares.
+struct Shared {
+    cfg: Arc<Config>,
+    store: StoreHandle,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Arc<ConnectionLimits>,
+    stop: Arc<AtomicBool>,
+    next_conn_id: AtomicU64,
+}
+
+/// Runs the appliance until SIGINT or SIGTERM.
+pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
+    let shards = config.shard_count();
+    // Port 0 asks for any free port; every shard must bind the same one.
+    for addr in [
+        Some(&mut config.rtmp.listen),
+        config.rtmp.tls_listen.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if addr.port() == 0 {
+            let l = std::net::TcpListener::bind(*addr).map_err(|source| ServeError::Bind {
+                addr: *addr,
+                source,
+            })?;
+            // Bound just above; a bound socket has a local address.
+            addr.set_port(l.local_addr().map(|a| a.port()).unwrap_or(0));
+        }
+    }
+    let tls = match config.rtmp.tls_listen {
+        Some(_) => Some(tls::server_config(&config.rtmp, &config.server.data_dir)?),
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signals(stop.clone())?;
+    let shared = Arc::new(Shared {
+        limits: ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        ),
+        cfg: Arc::new(config),
+        store: spawn_store_thread(store),
+        tls,
+        stop: stop.clone(),
+        next_conn_id: AtomicU64::new(1),
+    });
+    let cpus: Vec<usize> = glommio::CpuSet::online()
+        .map(|set| set.into_iter().map(|l| l.cpu).collect())
+        .unwrap_or_default();
+    let mesh = MeshBuilder::<MeshMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
+    let mut handles = Vec::with_capacity(shards);
+    for id in 0..shards {
+        let placement = match cpus.get(id % cpus.len().max(1)) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let shared = shared.clone();
+        let mesh = mesh.clone();
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("zc-shard-{id}"))
+            .io_memory(SHARD_IO_MEMORY);
+        let handle = builder
+            .spawn(move || async move { run_shard(id, shards, shared, mesh).await })
+            .map_err(|e| ServeError::ShardStart {
+                shard: id,
+                reason: explain_start_error(&e.to_string()),
+            });
+        match handle {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::SeqCst);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("constant histogram bounds are valid");
+    let mut dropped = 0;
+    let mut first_error = None;
+    for (id, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(report)) => {
+                let _ = latency.add(&report.latency);
+                dropped += report.dropped;
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(ServeError::ShardStart {
+                    shard: id,
+                    reason: explain_start_error(&e.to_string()),
+                });
+            }
+        }
+    }
+    shared.store.shutdown();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    print_latency(&latency, dropped);
+    info!("stopped");
+    Ok(())
+}
+
+/// Turns glommio's start-up failures into a sentence an operator can act on.
+fn explain_start_error(raw: &str) -> String {
+    let lower = raw.to_lowercase();
+    if lower.contains("memory") || lower.contains("enomem") || lower.contains("resource") {
+        let limit = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find(|l| l.starts_with("Max locked memory"))
+                    .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_owned())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        format!(
+            "io_uring could not lock its buffers ({raw}); each shard locks {} KiB and the \
+             locked-memory limit is {limit} bytes: raise it (`ulimit -l`, LimitMEMLOCK=) or \
+             lower server.shards",
+            SHARD_IO_MEMORY / 1024
+        )
+    } else {
+        raw.to_owned()
+    }
+}
+
+fn install_signals(stop: Arc<AtomicBool>) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServeError::Signals)?;
+    std::thread::Builder::new()
+        .name("zc-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if stop.swap(true, Ordering::SeqCst) {
+                    // A second signal while stopping: leave at once.
+                    eprintln!("zerocast: second signal {sig}, exiting now");
+                    std::process::exit(130);
+                }
+                info!(signal = sig, "stopping: no new connections, ending streams");
+            }
+        })
+        .map_err(ServeError::Signals)?;
+    Ok(())
+}
+
+async fn run_shard(
+    id: usize,
+    count: usize,
+    shared: Arc<Shared>,
+    mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
+) -> Result<ShardReport, ServeError> {
+    let (senders, receivers) = if count > 1 {
+        match mesh.join().await {
+            Ok((s, r)) => (Some(s), Some(r)),
+            Err(_) => {
+                return Err(ServeError::ShardStart {
+                    shard: id,
+                    reason: "could not join the channel mesh".into(),
+                })
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let shard = Shard::new(id, count, shared.cfg.clone(), shared.store.clone(), senders);
+    if let Some(r) = receivers {
+        shard.start_mesh_receivers(r);
+    }
+    let cfg = &shared.cfg;
+    let plain = TcpListener::bind(cfg.rtmp.listen).map_err(|source| ServeError::Bind {
+        addr: cfg.rtmp.listen,
+        source,
+    });
+    let tls_listener = match (cfg.rtmp.tls_listen, &shared.tls) {
+        (Some(addr), Some(tls)) => Some((
+            TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source }),
+            tls.clone(),
+        )),
+        _ => None,
+    };
+    let plain = match plain {
+        Ok(l) => l,
+        Err(e) => {
+            shared.stop.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
+    if id == 0 {
+        info!(addr = %cfg.rtmp.listen, shards = count, "RTMP listening");
+    }
+    rt::spawn(accept_loop(shard.clone(), shared.clone(), plain, None));
+    if let Some((l, tls)) = tls_listener {
+        match l {
+            Ok(l) => {
+                if id == 0 {
+                    info!(addr = ?cfg.rtmp.tls_listen, "RTMPS listening");
+                }
+                rt::spawn(accept_loop(shard.clone(), shared.clone(), l, Some(tls)));
+            }
+            Err(e) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+    }
+    // The signal thread sets a flag; each shard turns it into its own local event.
+    while !shared.stop.load(Ordering::SeqCst) {
+        rt::sleep(Duration::from_millis(50)).await;
+    }
+    shard.shutdown.set();
+    let deadline = Instant::now() + DRAIN_TIME;
+    while shard.connections.get() > 0 && Instant::now() < deadline {
+        rt::sleep(Duration::from_millis(20)).await;
+    }
+    if shard.connections.get() > 0 {
+        warn!(
+            shard = id,
+            open = shard.connections.get(),
+            "connections still open at exit"
+        );
+    }
+    let stats = shard.stats.borrow();
+    Ok(ShardReport {
+        latency: stats.rtmp_egress_latency_us.clone(),
+        dropped: stats.viewer_dropped_frames,
+    })
+}
+
+async fn accept_loop(
+    shard: Rc<Shard>,
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown.wait().await;
+            None
+        })
+        .await;
+        let conn = match accepted {
+            None => return,
+            Some(Ok(c)) => c,
+            Some(Err(e)) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                error!(shard = shard.id, "accept failed: {e}");
+                rt::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let peer = conn.peer_addr();
+        let guard = match shared.limits.admit(peer.ip()) {
+            Ok(g) => g,
+            Err(r) => {
+                let which = match r {
+                    Refusal::TooManyConnections => "limits.max_connections",
+                    Refusal::TooManyFromAddress => "limits.max_connections_per_ip",
+                };
+                warn!(%peer, "connection refused: {which} reached");
+                conn.shutdown(std::net::Shutdown::Both);
+                continue;
+            }
+        };
+        let transport = match &tls {
+            None => Transport::Plain(conn),
+            Some(cfg) => match Transport::tls(conn, cfg.clone()) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(%peer, "TLS session could not start: {e}");
+                    continue;
+                }
+            },
+        };
+        let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let shard2 = shard.clone();
+        shard.connections.set(shard.connections.get() + 1);
+        rt::spawn(async move {
+            rtmp_conn::serve(shard2.clone(), transport, id).await;
+            shard2.connections.set(shard2.connections.get() - 1);
+            drop(guard);
+        });
+    }
+}
+
+fn print_latency(h: &Histogram<u64>, dropped: u64) {
+    if h.is_empty() {
+        info!("no frames were delivered to viewers");
+        return;
+    }
+    info!(
+        frames = h.len(),
+        p50_us = h.value_at_quantile(0.50),
+        p90_us = h.value_at_quantile(0.90),
+        p99_us = h.value_at_quantile(0.99),
+        max_us = h.max(),
+        dropped_frames = dropped,
+        "RTMP ingest-to-egress latency (video frames, from entering the engine to the viewer's socket)"
+    );
+}

@@ -1,0 +1,509 @@
+//! The RTMP connection driver: turns socket reads into `ServerSession` input, session output
+//! into socket writes, and session events into stream routing.
+//!
+//! Each connection has two tasks on its shard: this reader, which owns the sans-IO session,
+//! and a writer, which drains the connection's [`Outbox`]. Only the writer writes to the
+//! socket, so control messages and shared media never interleave mid-message.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::future;
+use tracing::{debug, info, warn};
+use zerocast_codecs::MediaKind;
+use zerocast_rtmp::{Input, Limits, Output, ServerEvent, ServerSession, SessionConfig};
+
+use crate::config::{Config, PublishAuth};
+use crate::ingest::FlvIngest;
+use crate::outbox::{OutItem, Outbox};
+use crate::rt::{self, tcp::MAX_IOVECS, LocalEvent};
+use crate::shard::{Origin, Shard, Subscription};
+use crate::stream::{MediaItem, Viewer};
+use crate::transport::Transport;
+
+/// The RTMP application name in publish and play URLs (`rtmp://host/live/KEY`).
+pub const APP_NAME: &str = "live";
+
+/// Session settings from the configuration.
+pub fn session_config(cfg: &Config) -> SessionConfig {
+    let defaults = SessionConfig::default();
+    SessionConfig {
+        out_chunk_size: cfg.rtmp.chunk_size,
+        window_ack_size: cfg.rtmp.window_ack_size,
+        handshake_timeout: cfg.limits.handshake_timeout,
+        idle_timeout: cfg.limits.idle_timeout,
+        limits: Limits {
+            max_chunk_size: cfg.rtmp.max_chunk_size,
+            max_message_size: cfg.rtmp.max_message_size,
+            max_amf_depth: cfg.rtmp.max_amf_depth,
+            max_amf_string: cfg.rtmp.max_amf_string,
+            ..defaults.limits
+        },
+    }
+}
+
+struct Publishing {
+    stream_id: u32,
+    origin: Rc<RefCell<Origin>>,
+    ingest: FlvIngest,
+}
+
+struct Playing {
+    stream_id: u32,
+    sub: Subscription,
+    viewer: Rc<Viewer>,
+}
+
+/// Why a connection ends, for the log.
+enum End {
+    PeerClosed,
+    Shutdown,
+    Kicked,
+    StreamEnded,
+    Refused,
+    Error(String),
+}
+
+/// What woke the reader.
+enum Wake {
+    Data(std::io::Result<Bytes>),
+    Timer,
+    Shutdown,
+    Kicked,
+    StreamEnded,
+}
+
+struct Conn {
+    shard: Rc<Shard>,
+    transport: Transport,
+    session: ServerSession,
+    outbox: Rc<Outbox>,
+    app: Option<String>,
+    publishing: Option<Publishing>,
+    playing: Option<Playing>,
+    deadline: Option<Instant>,
+    /// Events met while flushing transmits early; handled before polling the session again.
+    pending: std::collections::VecDeque<ServerEvent>,
+    id: u64,
+}
+
+/// Serves one RTMP(S) connection until it ends.
+pub async fn serve(shard: Rc<Shard>, transport: Transport, id: u64) {
+    let peer = transport.peer_addr();
+    let _ = transport
+        .tcp()
+        .set_write_timeout(Some(shard.cfg.limits.viewer_stall));
+    let outbox = Outbox::new(shard.cfg.limits.viewer_queue_bytes);
+    let writer_done = LocalEvent::new();
+    rt::spawn(run_writer(
+        shard.clone(),
+        transport.clone(),
+        outbox.clone(),
+        writer_done.clone(),
+        id,
+    ));
+    let mut conn = Conn {
+        session: ServerSession::new(session_config(&shard.cfg), rt::now()),
+        shard,
+        transport,
+        outbox,
+        app: None,
+        publishing: None,
+        playing: None,
+        deadline: None,
+        pending: Default::default(),
+        id,
+    };
+    let end = conn.run().await;
+    match &end {
+        End::PeerClosed => debug!(conn = id, %peer, "connection closed by peer"),
+        End::Shutdown => debug!(conn = id, %peer, "connection closed: server stopping"),
+        End::Kicked => info!(conn = id, %peer, "publisher ended: replaced or stopped"),
+        End::StreamEnded => debug!(conn = id, %peer, "player done: stream ended"),
+        End::Refused => debug!(conn = id, %peer, "connection closed after a refusal"),
+        End::Error(e) => warn!(conn = id, %peer, "connection closed: {e}"),
+    }
+    conn.finish(matches!(end, End::Error(_))).await;
+    let _ = rt::timeout(std::time::Duration::from_secs(2), writer_done.wait()).await;
+    conn.transport.close().await;
+}
+
+impl Conn {
+    async fn run(&mut self) -> End {
+        loop {
+            if let Some(end) = self.drain().await {
+                return end;
+            }
+            let wake = self.wait().await;
+            let now = rt::now();
+            let result = match wake {
+                Wake::Data(Ok(data)) if data.is_empty() => return End::PeerClosed,
+                Wake::Data(Ok(data)) => self.session.handle_input(Input::Receive(now, data)),
+                Wake::Data(Err(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+                {
+                    return End::PeerClosed
+                }
+                Wake::Data(Err(e)) => return End::Error(format!("read failed: {e}")),
+                Wake::Timer => self.session.handle_input(Input::Timeout(now)),
+                Wake::Shutdown => return End::Shutdown,
+                Wake::Kicked => return End::Kicked,
+                Wake::StreamEnded => {
+                    if let Some(p) = self.playing.take() {
+                        self.session.end_play(p.stream_id);
+                        let _ = self.drain().await;
+                    }
+                    return End::StreamEnded;
+                }
+            };
+            if let Err(e) = result {
+                return End::Error(format!("protocol error: {e}"));
+            }
+        }
+    }
+
+    async fn wait(&self) -> Wake {
+        let outbox = self.outbox.clone();
+        let read = async {
+            let nudge = move || outbox.nudge();
+            Wake::Data(self.transport.read(&nudge).await)
+        };
+        let timer = async {
+            match self.deadline {
+                Some(d) => rt::sleep_until(d).await,
+                None => future::pending::<()>().await,
+            }
+            Wake::Timer
+        };
+        let shutdown = async {
+            self.shard.shutdown.wait().await;
+            Wake::Shutdown
+        };
+        let kicked = async {
+            match &self.publishing {
+                Some(p) => {
+                    let kick = p.origin.borrow().kick.clone();
+                    kick.wait().await
+                }
+                None => future::pending::<()>().await,
+            }
+            Wake::Kicked
+        };
+        let ended = async {
+            match &self.playing {
+                Some(p) => p.viewer.ended.wait().await,
+                None => future::pending::<()>().await,
+            }
+            Wake::StreamEnded
+        };
+        future::or(
+            future::or(read, timer),
+            future::or(shutdown, future::or(kicked, ended)),
+        )
+        .await
+    }
+
+    /// Moves session output to the outbox and acts on events, until the session waits.
+    async fn drain(&mut self) -> Option<End> {
+        loop {
+            let out = match self.pending.pop_front() {
+                Some(ev) => Output::Event(ev),
+                None => self.session.poll_output(),
+            };
+            match out {
+                Output::Transmit(rope) => self.outbox.push_control(rope),
+                Output::Timeout(t) => {
+                    self.deadline = Some(t);
+                    return None;
+                }
+                Output::Event(ev) => {
+                    if let Some(end) = self.on_event(ev).await {
+                        // Send what the session said (a refusal) before closing.
+                        self.flush_transmits();
+                        return Some(end);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the session's pending transmits to the outbox now, keeping events for later.
+    fn flush_transmits(&mut self) {
+        loop {
+            match self.session.poll_output() {
+                Output::Transmit(rope) => self.outbox.push_control(rope),
+                Output::Event(ev) => self.pending.push_back(ev),
+                Output::Timeout(t) => {
+                    self.deadline = Some(t);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: ServerEvent) -> Option<End> {
+        match ev {
+            ServerEvent::Connect { app, .. } => {
+                debug!(conn = self.id, app = %app, "connect");
+                self.app = Some(app);
+                None
+            }
+            ServerEvent::Publish {
+                stream_id, name, ..
+            } => self.on_publish(stream_id, &name).await,
+            ServerEvent::Play { stream_id, name } => self.on_play(stream_id, &name).await,
+            ServerEvent::Media(msg) => {
+                let Some(p) = &mut self.publishing else {
+                    return Some(End::Error(format!(
+                        "media on stream id {} that is not publishing",
+                        msg.stream_id
+                    )));
+                };
+                if msg.stream_id != p.stream_id {
+                    return None;
+                }
+                match p.ingest.ingest(&msg, rt::now()) {
+                    Ok(Some(item)) => self.shard.publish_item(&p.origin, item),
+                    Ok(None) => {}
+                    Err(e) => return Some(End::Error(format!("bad {:?} tag: {e}", msg.kind))),
+                }
+                None
+            }
+            ServerEvent::Metadata {
+                stream_id,
+                timestamp,
+                payload,
+            } => {
+                if let Some(p) = &self.publishing {
+                    if p.stream_id == stream_id {
+                        self.shard.publish_item(
+                            &p.origin,
+                            MediaItem::Metadata {
+                                timestamp,
+                                body: payload,
+                            },
+                        );
+                    }
+                }
+                None
+            }
+            ServerEvent::Unpublish { stream_id } => {
+                if self
+                    .publishing
+                    .as_ref()
+                    .is_some_and(|p| p.stream_id == stream_id)
+                {
+                    if let Some(p) = self.publishing.take() {
+                        info!(conn = self.id, stream = %p.origin.borrow().name, "unpublished");
+                        self.shard.end_origin(&p.origin);
+                    }
+                }
+                None
+            }
+            ServerEvent::PlayStop { stream_id } => {
+                if self
+                    .playing
+                    .as_ref()
+                    .is_some_and(|p| p.stream_id == stream_id)
+                {
+                    if let Some(p) = self.playing.take() {
+                        self.shard.unsubscribe(&p.sub, &p.viewer);
+                    }
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn app_ok(&self) -> bool {
+        self.app
+            .as_deref()
+            .is_some_and(|a| a.trim_matches('/') == APP_NAME)
+    }
+
+    async fn on_publish(&mut self, stream_id: u32, raw_name: &str) -> Option<End> {
+        const BAD_NAME: &str = "NetStream.Publish.BadName";
+        if self.publishing.is_some() || self.playing.is_some() {
+            self.session.reject_publish(
+                stream_id,
+                BAD_NAME,
+                "this connection already has a stream",
+            );
+            return Some(End::Refused);
+        }
+        if !self.app_ok() {
+            self.session.reject_publish(
+                stream_id,
+                BAD_NAME,
+                &format!("unknown application; publish to rtmp://HOST/{APP_NAME}/KEY"),
+            );
+            return Some(End::Refused);
+        }
+        // The key is secret: never log `raw_name`.
+        let key = strip_query(raw_name);
+        let name = match self.shard.cfg.auth.publish {
+            PublishAuth::Open => {
+                if crate::store::validate_name(key).is_err() {
+                    self.session
+                        .reject_publish(stream_id, BAD_NAME, "invalid stream name");
+                    return Some(End::Refused);
+                }
+                key.to_owned()
+            }
+            PublishAuth::Keys => match self.shard.store.authorize_publish(key.to_owned()).await {
+                Ok(Some(name)) => name,
+                Ok(None) => {
+                    warn!(conn = self.id, peer = %self.transport.peer_addr(), "publish refused: invalid stream key");
+                    self.session
+                        .reject_publish(stream_id, BAD_NAME, "invalid stream key");
+                    return Some(End::Refused);
+                }
+                Err(e) => {
+                    warn!(conn = self.id, "publish refused: key check failed: {e}");
+                    self.session.reject_publish(
+                        stream_id,
+                        "NetStream.Publish.Failed",
+                        "stream database unavailable",
+                    );
+                    return Some(End::Refused);
+                }
+            },
+        };
+        let takeover = self.shard.cfg.streams.takeover;
+        let Some(generation) = self.shard.claim(&name, takeover).await else {
+            warn!(conn = self.id, stream = %name, "publish refused: stream already live");
+            self.session
+                .reject_publish(stream_id, BAD_NAME, "stream is already being published");
+            return Some(End::Refused);
+        };
+        let origin = self.shard.start_origin(&name, generation);
+        self.session.accept_publish(stream_id);
+        info!(conn = self.id, stream = %name, shard = self.shard.id, generation, peer = %self.transport.peer_addr(), "publishing");
+        self.publishing = Some(Publishing {
+            stream_id,
+            origin,
+            ingest: FlvIngest::default(),
+        });
+        None
+    }
+
+    async fn on_play(&mut self, stream_id: u32, raw_name: &str) -> Option<End> {
+        const NOT_FOUND: &str = "NetStream.Play.StreamNotFound";
+        let name = strip_query(raw_name);
+        if self.publishing.is_some() || self.playing.is_some() {
+            self.session.reject_play(
+                stream_id,
+                "NetStream.Play.Failed",
+                "this connection already has a stream",
+            );
+            return Some(End::Refused);
+        }
+        if !self.app_ok() || crate::store::validate_name(name).is_err() {
+            self.session
+                .reject_play(stream_id, NOT_FOUND, "no such stream");
+            return Some(End::Refused);
+        }
+        let viewer = Rc::new(Viewer {
+            outbox: self.outbox.clone(),
+            stream_id,
+            ended: LocalEvent::new(),
+        });
+        // The play replies must precede the first media message: accept and flush them to the
+        // outbox before the viewer is attached (which queues headers and the GOP cache).
+        self.session.accept_play(stream_id);
+        self.flush_transmits();
+        match self.shard.subscribe(name, &viewer).await {
+            Some(sub) => {
+                info!(conn = self.id, stream = %name, shard = self.shard.id, peer = %self.transport.peer_addr(), "playing");
+                self.playing = Some(Playing {
+                    stream_id,
+                    sub,
+                    viewer,
+                });
+                None
+            }
+            None => {
+                debug!(conn = self.id, stream = %name, "play of a stream that is not live");
+                self.session
+                    .send_status(stream_id, "error", NOT_FOUND, "stream is not live");
+                Some(End::Refused)
+            }
+        }
+    }
+
+    /// Leaves streams and closes the outbox (flushing it unless the connection failed).
+    async fn finish(&mut self, failed: bool) {
+        if let Some(p) = self.publishing.take() {
+            info!(conn = self.id, stream = %p.origin.borrow().name, "publisher gone");
+            self.shard.end_origin(&p.origin);
+        }
+        if let Some(p) = self.playing.take() {
+            let dropped = p.viewer.outbox.dropped_frames();
+            if dropped > 0 {
+                info!(
+                    conn = self.id,
+                    dropped, "viewer left; frames dropped because it was slow"
+                );
+            }
+            self.shard.stats.borrow_mut().viewer_dropped_frames += dropped;
+            self.shard.unsubscribe(&p.sub, &p.viewer);
+        }
+        if failed {
+            self.outbox.abort();
+        } else {
+            self.outbox.close_after_flush();
+        }
+    }
+}
+
+/// Drops the `?query` part of a stream name (`KEY?token=...`).
+fn strip_query(name: &str) -> &str {
+    name.split('?').next().unwrap_or(name)
+}
+
+async fn run_writer(
+    shard: Rc<Shard>,
+    transport: Transport,
+    outbox: Rc<Outbox>,
+    done: LocalEvent,
+    id: u64,
+) {
+    let mut batch: Vec<OutItem> = Vec::new();
+    let mut slices: Vec<Bytes> = Vec::new();
+    while outbox.next_batch(&mut batch, &mut slices, MAX_IOVECS).await {
+        let result = if slices.is_empty() {
+            transport.flush().await
+        } else {
+            transport.write_all(&slices).await
+        };
+        if let Err(e) = result {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                warn!(conn = id, stall = ?shard.cfg.limits.viewer_stall, "viewer dropped: it took nothing for limits.viewer_stall");
+            } else {
+                debug!(conn = id, "write failed: {e}");
+            }
+            outbox.abort();
+            transport.shutdown();
+            break;
+        }
+        let now = rt::now();
+        let mut stats = shard.stats.borrow_mut();
+        for item in batch.drain(..) {
+            if let OutItem::Media(m) = item {
+                if let (Some(t), MediaKind::Video) = (m.ingest, m.kind) {
+                    let us = now.saturating_duration_since(t).as_micros() as u64;
+                    stats.rtmp_egress_latency_us.saturating_record(us.max(1));
+                }
+            }
+        }
+        drop(stats);
+        slices.clear();
+    }
+    done.set();
+}

@@ -1,0 +1,682 @@
+//! One shard: its streams, its mirrors of other shards' streams, and the channel mesh.
+//!
+//! A stream lives on the shard where its publisher connected (its origin). Shard 0 is also
+//! the arbiter: it decides who may publish a name (one publisher per name, or the newest
+//! with `streams.takeover`) and tells players where a stream lives. Viewers on other shards
+//! are served by a mirror: the origin sends each [`MediaItem`] once per subscribing shard
+//! through the mesh (refcounts, not copies) and the mirror fans it out to its local viewers.
+//!
+//! Nothing here takes a lock: every map belongs to its shard and changes only through
+//! messages.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use hdrhistogram::Histogram;
+use tracing::{debug, info, warn};
+use zerocast_codecs::MediaKind;
+
+use crate::config::Config;
+use crate::rt::{self, LocalEvent};
+use crate::store::StoreHandle;
+use crate::stream::{MediaItem, StreamMedia, Viewer};
+
+/// Capacity of each shard-to-shard channel, in messages.
+pub const MESH_CHANNEL_CAPACITY: usize = 4096;
+/// Most subscriptions that may wait for an origin that is not set up yet.
+const MAX_PENDING_SUBSCRIPTIONS: usize = 1024;
+
+/// A message between shards.
+#[derive(Debug)]
+pub enum MeshMsg {
+    /// To the arbiter: may `from` publish `name`?
+    Claim {
+        /// Stream name.
+        name: String,
+        /// Asking shard.
+        from: usize,
+        /// Request id on the asking shard.
+        req: u64,
+        /// Whether the newest publisher wins.
+        takeover: bool,
+    },
+    /// From the arbiter: the generation granted, or `None`.
+    ClaimReply {
+        /// Request id.
+        req: u64,
+        /// Granted generation.
+        generation: Option<u64>,
+    },
+    /// To the arbiter: where does `name` live?
+    Lookup {
+        /// Stream name.
+        name: String,
+        /// Asking shard.
+        from: usize,
+        /// Request id.
+        req: u64,
+    },
+    /// From the arbiter: the origin shard and generation, or `None`.
+    LookupReply {
+        /// Request id.
+        req: u64,
+        /// Origin shard and generation.
+        found: Option<(usize, u64)>,
+    },
+    /// To the arbiter: the publisher of this generation is gone.
+    Release {
+        /// Stream name.
+        name: String,
+        /// Generation that ended.
+        generation: u64,
+    },
+    /// From the arbiter: a newer publisher took over; end this generation.
+    Kick {
+        /// Stream name.
+        name: String,
+        /// Generation to end.
+        generation: u64,
+    },
+    /// To an origin: shard `from` has viewers.
+    Subscribe {
+        /// Stream name.
+        name: String,
+        /// Generation.
+        generation: u64,
+        /// Subscribing shard.
+        from: usize,
+    },
+    /// To an origin: shard `from` has no viewers left.
+    Unsubscribe {
+        /// Stream name.
+        name: String,
+        /// Generation.
+        generation: u64,
+        /// Shard.
+        from: usize,
+    },
+    /// From an origin to a mirror: one item of the stream.
+    Media {
+        /// Stream name.
+        name: Arc<str>,
+        /// Generation.
+        generation: u64,
+        /// The item.
+        item: MediaItem,
+    },
+    /// From an origin to a mirror: the stream ended.
+    End {
+        /// Stream name.
+        name: Arc<str>,
+        /// Generation.
+        generation: u64,
+    },
+}
+
+enum Reply {
+    Claim(Option<u64>),
+    Lookup(Option<(usize, u64)>),
+}
+
+struct MirrorLink {
+    shard: usize,
+    /// Set after a failed send: wait for a keyframe before sending more frames.
+    needs_keyframe: bool,
+}
+
+/// A stream whose publisher is on this shard.
+pub struct Origin {
+    /// Stream name.
+    pub name: Arc<str>,
+    /// Generation granted by the arbiter.
+    pub generation: u64,
+    /// Media state and local viewers.
+    pub media: StreamMedia,
+    mirrors: Vec<MirrorLink>,
+    /// Set when the arbiter or an operator ends this publisher.
+    pub kick: LocalEvent,
+    /// Frames not forwarded to a mirror because its channel was full.
+    pub mirror_drops: u64,
+}
+
+/// This shard's copy of a stream published on another shard.
+pub struct Mirror {
+    /// Generation it mirrors.
+    pub generation: u64,
+    /// The origin's shard.
+    pub origin: usize,
+    /// Media state and local viewers.
+    pub media: StreamMedia,
+}
+
+/// Where a viewer is attached.
+pub enum Subscription {
+    /// To a stream published on this shard.
+    Origin(Rc<RefCell<Origin>>),
+    /// To this shard's mirror of a stream published elsewhere.
+    Mirror(Arc<str>, Rc<RefCell<Mirror>>),
+}
+
+/// Per-shard measurements, merged on read.
+pub struct ShardStats {
+    /// Ingest-to-egress latency of RTMP frames, microseconds (entered the engine until
+    /// handed to a viewer's socket).
+    pub rtmp_egress_latency_us: Histogram<u64>,
+    /// Frames dropped for slow viewers.
+    pub viewer_dropped_frames: u64,
+}
+
+impl ShardStats {
+    fn new() -> Self {
+        ShardStats {
+            // 1 µs .. 60 s, 3 significant digits; the bounds are constants.
+            rtmp_egress_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            viewer_dropped_frames: 0,
+        }
+    }
+}
+
+/// The state of one shard, shared by its tasks.
+pub struct Shard {
+    /// Index of this shard.
+    pub id: usize,
+    /// Number of shards.
+    pub count: usize,
+    /// The configuration.
+    pub cfg: Arc<Config>,
+    /// Access to the stream database.
+    pub store: StoreHandle,
+    /// Set when the process is stopping.
+    pub shutdown: LocalEvent,
+    /// Measurements.
+    pub stats: RefCell<ShardStats>,
+    /// Open connections on this shard.
+    pub connections: Cell<usize>,
+    senders: Option<Senders<MeshMsg>>,
+    origins: RefCell<HashMap<Arc<str>, Rc<RefCell<Origin>>>>,
+    mirrors: RefCell<HashMap<Arc<str>, Rc<RefCell<Mirror>>>>,
+    pending_subscriptions: RefCell<HashMap<(String, u64), Vec<usize>>>,
+    arbiter: RefCell<HashMap<String, (usize, u64)>>,
+    next_generation: Cell<u64>,
+    next_req: Cell<u64>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
+}
+
+impl Shard {
+    /// A shard with its side of the mesh (`None` when there is a single shard).
+    pub fn new(
+        id: usize,
+        count: usize,
+        cfg: Arc<Config>,
+        store: StoreHandle,
+        senders: Option<Senders<MeshMsg>>,
+    ) -> Rc<Self> {
+        Rc::new(Shard {
+            id,
+            count,
+            cfg,
+            store,
+            shutdown: LocalEvent::new(),
+            stats: RefCell::new(ShardStats::new()),
+            connections: Cell::new(0),
+            senders,
+            origins: RefCell::default(),
+            mirrors: RefCell::default(),
+            pending_subscriptions: RefCell::default(),
+            arbiter: RefCell::default(),
+            next_generation: Cell::new(1),
+            next_req: Cell::new(1),
+            pending: RefCell::default(),
+        })
+    }
+
+    /// Starts one task per peer that handles what the peer sends.
+    pub fn start_mesh_receivers(self: &Rc<Self>, mut receivers: Receivers<MeshMsg>) {
+        for (_, rx) in receivers.streams() {
+            let shard = self.clone();
+            rt::spawn(async move {
+                while let Some(msg) = rx.recv().await {
+                    shard.handle(msg);
+                }
+            });
+        }
+    }
+
+    /// Sends a control message; waits for room in the background when the channel is full.
+    fn send(self: &Rc<Self>, to: usize, msg: MeshMsg) {
+        if to == self.id {
+            let shard = self.clone();
+            // Handled in a task of its own so callers never re-enter their own borrows.
+            rt::spawn(async move { shard.handle(msg) });
+            return;
+        }
+        let Some(senders) = &self.senders else { return };
+        if let Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg))) =
+            senders.try_send_to(to, msg)
+        {
+            let shard = self.clone();
+            rt::spawn(async move {
+                if let Some(senders) = &shard.senders {
+                    let _ = senders.send_to(to, msg).await;
+                }
+            });
+        }
+    }
+
+    /// Sends media; false when the channel is full (the caller drops the item).
+    fn try_send_media(&self, to: usize, msg: MeshMsg) -> bool {
+        match &self.senders {
+            Some(s) => s.try_send_to(to, msg).is_ok(),
+            None => false,
+        }
+    }
+
+    async fn request(self: &Rc<Self>, make: impl FnOnce(u64) -> MeshMsg) -> Option<Reply> {
+        let req = self.next_req.get();
+        self.next_req.set(req + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(req, tx);
+        self.send(0, make(req));
+        let reply = rt::timeout(Duration::from_secs(5), rx).await;
+        self.pending.borrow_mut().remove(&req);
+        reply.and_then(Result::ok)
+    }
+
+    fn complete(&self, req: u64, reply: Reply) {
+        if let Some(tx) = self.pending.borrow_mut().remove(&req) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Asks the arbiter for the right to publish `name`; the granted generation or `None`.
+    pub async fn claim(self: &Rc<Self>, name: &str, takeover: bool) -> Option<u64> {
+        let from = self.id;
+        let name = name.to_owned();
+        match self
+            .request(|req| MeshMsg::Claim {
+                name,
+                from,
+                req,
+                takeover,
+            })
+            .await
+        {
+            Some(Reply::Claim(g)) => g,
+            _ => None,
+        }
+    }
+
+    /// Creates the origin of a granted stream.
+    pub fn start_origin(self: &Rc<Self>, name: &str, generation: u64) -> Rc<RefCell<Origin>> {
+        let name: Arc<str> = Arc::from(name);
+        let origin = Rc::new(RefCell::new(Origin {
+            name: name.clone(),
+            generation,
+            media: StreamMedia::new(self.cfg.rtmp.chunk_size, self.cfg.limits.gop_cache_bytes),
+            mirrors: Vec::new(),
+            kick: LocalEvent::new(),
+            mirror_drops: 0,
+        }));
+        if let Some(old) = self
+            .origins
+            .borrow_mut()
+            .insert(name.clone(), origin.clone())
+        {
+            // A takeover on the same shard: the old publisher ends.
+            old.borrow().kick.set();
+        }
+        let waiting = self
+            .pending_subscriptions
+            .borrow_mut()
+            .remove(&(name.to_string(), generation))
+            .unwrap_or_default();
+        for from in waiting {
+            self.add_mirror(&origin, from);
+        }
+        origin
+    }
+
+    /// Applies an item from the publisher and forwards it to the mirrors.
+    pub fn publish_item(&self, origin: &Rc<RefCell<Origin>>, item: MediaItem) {
+        let mut o = origin.borrow_mut();
+        if !o.media.apply(&item) {
+            return;
+        }
+        if o.mirrors.is_empty() {
+            return;
+        }
+        let resumable = match &item {
+            MediaItem::Frame(f) => f.kind == MediaKind::Video && f.keyframe,
+            MediaItem::Passthrough { kind, keyframe, .. } => *kind == MediaKind::Video && *keyframe,
+            MediaItem::Track(_) | MediaItem::Metadata { .. } => true,
+        } || !o.media.has_video();
+        let name = o.name.clone();
+        let generation = o.generation;
+        let mut drops = 0;
+        for link in o.mirrors.iter_mut() {
+            if link.needs_keyframe && !resumable {
+                drops += 1;
+                continue;
+            }
+            let msg = MeshMsg::Media {
+                name: name.clone(),
+                generation,
+                item: item.clone(),
+            };
+            link.needs_keyframe = !self.try_send_media(link.shard, msg);
+            drops += u64::from(link.needs_keyframe);
+        }
+        o.mirror_drops += drops;
+    }
+
+    /// Ends a stream: local viewers, mirrors and the arbiter are told.
+    pub fn end_origin(self: &Rc<Self>, origin: &Rc<RefCell<Origin>>) {
+        let (name, generation, mirrors) = {
+            let mut o = origin.borrow_mut();
+            o.media.end();
+            let mirrors: Vec<usize> = o.mirrors.drain(..).map(|l| l.shard).collect();
+            (o.name.clone(), o.generation, mirrors)
+        };
+        {
+            let mut origins = self.origins.borrow_mut();
+            if origins
+                .get(&name)
+                .is_some_and(|o| o.borrow().generation == generation)
+            {
+                origins.remove(&name);
+            }
+        }
+        for shard in mirrors {
+            self.send(
+                shard,
+                MeshMsg::End {
+                    name: name.clone(),
+                    generation,
+                },
+            );
+        }
+        self.send(
+            0,
+            MeshMsg::Release {
+                name: name.to_string(),
+                generation,
+            },
+        );
+    }
+
+    /// Attaches a viewer to `name`, wherever it is published. `None` when it is not live.
+    pub async fn subscribe(
+        self: &Rc<Self>,
+        name: &str,
+        viewer: &Rc<Viewer>,
+    ) -> Option<Subscription> {
+        if let Some(origin) = self.origins.borrow().get(name).cloned() {
+            origin.borrow_mut().media.add_viewer(viewer.clone());
+            return Some(Subscription::Origin(origin));
+        }
+        if let Some((key, mirror)) = self.mirrors.borrow().get_key_value(name) {
+            mirror.borrow_mut().media.add_viewer(viewer.clone());
+            return Some(Subscription::Mirror(key.clone(), mirror.clone()));
+        }
+        let from = self.id;
+        let owned = name.to_owned();
+        let found = match self
+            .request(|req| MeshMsg::Lookup {
+                name: owned,
+                from,
+                req,
+            })
+            .await
+        {
+            Some(Reply::Lookup(found)) => found,
+            _ => None,
+        };
+        let (shard, generation) = found?;
+        if shard == self.id {
+            // Published here meanwhile.
+            let origin = self.origins.borrow().get(name).cloned()?;
+            origin.borrow_mut().media.add_viewer(viewer.clone());
+            return Some(Subscription::Origin(origin));
+        }
+        // Another viewer of this shard may have created the mirror while we waited.
+        let existing = self
+            .mirrors
+            .borrow()
+            .get_key_value(name)
+            .map(|(k, m)| (k.clone(), m.clone()));
+        let (key, mirror) = match existing {
+            Some(km) => km,
+            None => {
+                let key: Arc<str> = Arc::from(name);
+                let mirror = Rc::new(RefCell::new(Mirror {
+                    generation,
+                    origin: shard,
+                    media: StreamMedia::new(
+                        self.cfg.rtmp.chunk_size,
+                        self.cfg.limits.gop_cache_bytes,
+                    ),
+                }));
+                self.mirrors
+                    .borrow_mut()
+                    .insert(key.clone(), mirror.clone());
+                self.send(
+                    shard,
+                    MeshMsg::Subscribe {
+                        name: name.to_owned(),
+                        generation,
+                        from: self.id,
+                    },
+                );
+                debug!(
+                    shard = self.id,
+                    stream = name,
+                    origin = shard,
+                    "mirror created"
+                );
+                (key, mirror)
+            }
+        };
+        mirror.borrow_mut().media.add_viewer(viewer.clone());
+        Some(Subscription::Mirror(key, mirror))
+    }
+
+    /// Detaches a viewer; a mirror without viewers unsubscribes from its origin.
+    pub fn unsubscribe(self: &Rc<Self>, sub: &Subscription, viewer: &Rc<Viewer>) {
+        match sub {
+            Subscription::Origin(o) => o.borrow_mut().media.remove_viewer(viewer),
+            Subscription::Mirror(name, m) => {
+                let empty = {
+                    let mut m = m.borrow_mut();
+                    m.media.remove_viewer(viewer);
+                    m.media.viewer_count() == 0
+                };
+                if !empty {
+                    return;
+                }
+                let (generation, origin) = {
+                    let m = m.borrow();
+                    (m.generation, m.origin)
+                };
+                let mut mirrors = self.mirrors.borrow_mut();
+                if mirrors.get(name).is_some_and(|cur| Rc::ptr_eq(cur, m)) {
+                    mirrors.remove(name);
+                    drop(mirrors);
+                    self.send(
+                        origin,
+                        MeshMsg::Unsubscribe {
+                            name: name.to_string(),
+                            generation,
+                            from: self.id,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Ends the publisher of `name` if it is on this shard (operator action, takeover).
+    pub fn kick(&self, name: &str, generation: Option<u64>) {
+        if let Some(o) = self.origins.borrow().get(name) {
+            let o = o.borrow();
+            if generation.is_none_or(|g| g == o.generation) {
+                o.kick.set();
+            }
+        }
+    }
+
+    /// Names and generations of the streams published on this shard.
+    pub fn origin_names(&self) -> Vec<(Arc<str>, u64)> {
+        self.origins
+            .borrow()
+            .values()
+            .map(|o| {
+                let o = o.borrow();
+                (o.name.clone(), o.generation)
+            })
+            .collect()
+    }
+
+    fn add_mirror(self: &Rc<Self>, origin: &Rc<RefCell<Origin>>, from: usize) {
+        let mut o = origin.borrow_mut();
+        if o.mirrors.iter().any(|l| l.shard == from) {
+            return;
+        }
+        let mut link = MirrorLink {
+            shard: from,
+            needs_keyframe: false,
+        };
+        for item in o.media.snapshot() {
+            let msg = MeshMsg::Media {
+                name: o.name.clone(),
+                generation: o.generation,
+                item,
+            };
+            if !self.try_send_media(from, msg) {
+                link.needs_keyframe = true;
+                break;
+            }
+        }
+        o.mirrors.push(link);
+    }
+
+    /// Handles one message from the mesh (or from this shard itself).
+    pub fn handle(self: &Rc<Self>, msg: MeshMsg) {
+        match msg {
+            MeshMsg::Claim {
+                name,
+                from,
+                req,
+                takeover,
+            } => {
+                let generation = self.arbiter_claim(&name, from, takeover);
+                if from == self.id {
+                    self.complete(req, Reply::Claim(generation));
+                } else {
+                    self.send(from, MeshMsg::ClaimReply { req, generation });
+                }
+            }
+            MeshMsg::ClaimReply { req, generation } => self.complete(req, Reply::Claim(generation)),
+            MeshMsg::Lookup { name, from, req } => {
+                let found = self.arbiter.borrow().get(&name).copied();
+                if from == self.id {
+                    self.complete(req, Reply::Lookup(found));
+                } else {
+                    self.send(from, MeshMsg::LookupReply { req, found });
+                }
+            }
+            MeshMsg::LookupReply { req, found } => self.complete(req, Reply::Lookup(found)),
+            MeshMsg::Release { name, generation } => {
+                let mut arb = self.arbiter.borrow_mut();
+                if arb.get(&name).is_some_and(|(_, g)| *g == generation) {
+                    arb.remove(&name);
+                    info!(stream = %name, generation, "stream released");
+                }
+            }
+            MeshMsg::Kick { name, generation } => self.kick(&name, Some(generation)),
+            MeshMsg::Subscribe {
+                name,
+                generation,
+                from,
+            } => {
+                let origin = self.origins.borrow().get(name.as_str()).cloned();
+                match origin {
+                    Some(o) if o.borrow().generation == generation => self.add_mirror(&o, from),
+                    Some(_) => {}
+                    None => {
+                        let mut pending = self.pending_subscriptions.borrow_mut();
+                        if pending.len() < MAX_PENDING_SUBSCRIPTIONS {
+                            pending.entry((name, generation)).or_default().push(from);
+                        }
+                    }
+                }
+            }
+            MeshMsg::Unsubscribe {
+                name,
+                generation,
+                from,
+            } => {
+                if let Some(o) = self.origins.borrow().get(name.as_str()) {
+                    let mut o = o.borrow_mut();
+                    if o.generation == generation {
+                        o.mirrors.retain(|l| l.shard != from);
+                    }
+                }
+            }
+            MeshMsg::Media {
+                name,
+                generation,
+                item,
+            } => {
+                let mirror = self.mirrors.borrow().get(&name).cloned();
+                if let Some(m) = mirror {
+                    let mut m = m.borrow_mut();
+                    if m.generation == generation {
+                        m.media.apply(&item);
+                    }
+                }
+            }
+            MeshMsg::End { name, generation } => {
+                let mut mirrors = self.mirrors.borrow_mut();
+                if mirrors
+                    .get(&name)
+                    .is_some_and(|m| m.borrow().generation == generation)
+                {
+                    if let Some(m) = mirrors.remove(&name) {
+                        m.borrow_mut().media.end();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Arbiter (shard 0): grants `name` to `from`, or refuses while another publisher is live.
+    fn arbiter_claim(self: &Rc<Self>, name: &str, from: usize, takeover: bool) -> Option<u64> {
+        debug_assert_eq!(self.id, 0, "only shard 0 arbitrates");
+        let current = self.arbiter.borrow().get(name).copied();
+        if let Some((shard, generation)) = current {
+            if !takeover {
+                return None;
+            }
+            warn!(stream = name, "publisher taken over by a newer one");
+            self.send(
+                shard,
+                MeshMsg::Kick {
+                    name: name.to_owned(),
+                    generation,
+                },
+            );
+        }
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation + 1);
+        self.arbiter
+            .borrow_mut()
+            .insert(name.to_owned(), (from, generation));
+        Some(generation)
+    }
+}
