@@ -34,8 +34,11 @@ pub struct WireMessage {
 pub enum OutItem {
     /// Bytes produced by the connection's own protocol session.
     Control(ByteRope),
-    /// A shared media message.
+    /// A shared media message sent live.
     Media(Rc<WireMessage>),
+    /// A shared media message replayed from the GOP cache to a new viewer (not counted in
+    /// live latency).
+    Replay(Rc<WireMessage>),
 }
 
 impl OutItem {
@@ -43,7 +46,7 @@ impl OutItem {
     pub fn wire(&self) -> &ByteRope {
         match self {
             OutItem::Control(r) => r,
-            OutItem::Media(m) => &m.wire,
+            OutItem::Media(m) | OutItem::Replay(m) => &m.wire,
         }
     }
 }
@@ -106,7 +109,8 @@ impl Outbox {
     ///
     /// `has_video` says whether the stream has video: without video every frame is a point
     /// where a skipping viewer may resume.
-    pub fn push_frame(&self, msg: &Rc<WireMessage>, has_video: bool) {
+    /// `replay` marks frames from the GOP cache.
+    pub fn push_frame(&self, msg: &Rc<WireMessage>, has_video: bool, replay: bool) {
         let mut inner = self.inner.borrow_mut();
         if inner.closing || inner.aborted {
             return;
@@ -124,7 +128,7 @@ impl Outbox {
             // Too far behind: drop every frame not yet started and wait for a keyframe.
             let before = inner.queue.len();
             inner.queue.retain(|item| match item {
-                OutItem::Media(m) => m.ingest.is_none(),
+                OutItem::Media(m) | OutItem::Replay(m) => m.ingest.is_none(),
                 OutItem::Control(_) => true,
             });
             inner.dropped_frames += (before - inner.queue.len()) as u64;
@@ -136,7 +140,11 @@ impl Outbox {
             }
         }
         inner.media_bytes += len;
-        inner.queue.push_back(OutItem::Media(msg.clone()));
+        inner.queue.push_back(if replay {
+            OutItem::Replay(msg.clone())
+        } else {
+            OutItem::Media(msg.clone())
+        });
         Self::wake(&mut inner);
     }
 
@@ -203,7 +211,7 @@ impl Outbox {
                 }
                 // Just checked that the queue has a front item.
                 let item = inner.queue.pop_front().expect("front exists");
-                if let OutItem::Media(m) = &item {
+                if let OutItem::Media(m) | OutItem::Replay(m) = &item {
                     if m.ingest.is_some() {
                         inner.media_bytes = inner.media_bytes.saturating_sub(m.wire.len());
                     }
@@ -240,14 +248,14 @@ mod tests {
     #[test]
     fn overflow_skips_to_next_keyframe() {
         let o = Outbox::new(250);
-        o.push_frame(&frame(MediaKind::Video, true, 100), true);
-        o.push_frame(&frame(MediaKind::Video, false, 100), true);
+        o.push_frame(&frame(MediaKind::Video, true, 100), true, false);
+        o.push_frame(&frame(MediaKind::Video, false, 100), true, false);
         // Over the limit: the queue is dropped and the viewer waits for a keyframe.
-        o.push_frame(&frame(MediaKind::Video, false, 100), true);
+        o.push_frame(&frame(MediaKind::Video, false, 100), true, false);
         assert_eq!(o.dropped_frames(), 3);
-        o.push_frame(&frame(MediaKind::Audio, false, 10), true);
+        o.push_frame(&frame(MediaKind::Audio, false, 10), true, false);
         assert_eq!(o.dropped_frames(), 4);
-        o.push_frame(&frame(MediaKind::Video, true, 100), true);
+        o.push_frame(&frame(MediaKind::Video, true, 100), true, false);
         let items = drain(&o);
         assert_eq!(items.len(), 1);
         assert!(matches!(&items[0], OutItem::Media(m) if m.keyframe));
@@ -264,8 +272,8 @@ mod tests {
             ingest: None,
         });
         o.push_header(&hdr);
-        o.push_frame(&frame(MediaKind::Video, true, 100), true);
-        o.push_frame(&frame(MediaKind::Video, false, 100), true);
+        o.push_frame(&frame(MediaKind::Video, true, 100), true, false);
+        o.push_frame(&frame(MediaKind::Video, false, 100), true, false);
         assert_eq!(drain(&o).len(), 2);
     }
 

@@ -151,12 +151,19 @@ impl Conn {
                 }
                 Wake::Data(Err(e)) => return End::Error(format!("read failed: {e}")),
                 Wake::Timer => self.session.handle_input(Input::Timeout(now)),
-                Wake::Shutdown => return End::Shutdown,
+                Wake::Shutdown => {
+                    // Tell a player its stream is over rather than just hanging up.
+                    if let Some(p) = &self.playing {
+                        self.session.end_play(p.stream_id);
+                        self.flush_transmits();
+                    }
+                    return End::Shutdown;
+                }
                 Wake::Kicked => return End::Kicked,
                 Wake::StreamEnded => {
                     if let Some(p) = self.playing.take() {
                         self.session.end_play(p.stream_id);
-                        let _ = self.drain().await;
+                        self.flush_transmits();
                     }
                     return End::StreamEnded;
                 }

@@ -324,7 +324,7 @@ impl StreamMedia {
             }
             let has_video = self.has_video();
             for (_, m) in &self.gop {
-                viewer.outbox.push_frame(m, has_video);
+                viewer.outbox.push_frame(m, has_video, true);
             }
         } else {
             // Rare: a player on another message stream id gets its own encoding.
@@ -407,7 +407,7 @@ fn push_for(
     if header {
         viewer.outbox.push_header(msg);
     } else {
-        viewer.outbox.push_frame(msg, has_video);
+        viewer.outbox.push_frame(msg, has_video, false);
     }
 }
 

@@ -55,36 +55,47 @@ impl Transport {
     pub async fn read(&self, wake_writer: &dyn Fn()) -> io::Result<Bytes> {
         match self {
             Transport::Plain(c) => c.read().await,
-            Transport::Tls(c, tls) => loop {
-                {
-                    let mut tls = tls.borrow_mut();
-                    let state = tls.process_new_packets().map_err(io::Error::other)?;
-                    let n = state.plaintext_bytes_to_read();
-                    if n > 0 {
-                        let mut buf = BytesMut::zeroed(n);
-                        let got = tls.reader().read(&mut buf)?;
-                        buf.truncate(got);
-                        return Ok(buf.freeze());
+            Transport::Tls(c, tls) => {
+                let mut plain = BytesMut::new();
+                let mut cipher = Bytes::new();
+                loop {
+                    {
+                        let mut tls = tls.borrow_mut();
+                        // Feed a record's worth, then decrypt: rustls holds only a bounded
+                        // amount of undecrypted input.
+                        if !cipher.is_empty() {
+                            let mut rd = &cipher[..];
+                            let n = tls.read_tls(&mut rd)?;
+                            let _ = cipher.split_to(n);
+                        }
+                        let state = tls.process_new_packets().map_err(io::Error::other)?;
+                        if tls.wants_write() {
+                            wake_writer();
+                        }
+                        let n = state.plaintext_bytes_to_read();
+                        if n > 0 {
+                            let start = plain.len();
+                            plain.resize(start + n, 0);
+                            let got = tls.reader().read(&mut plain[start..])?;
+                            plain.truncate(start + got);
+                        }
+                        if cipher.is_empty() {
+                            if !plain.is_empty() {
+                                return Ok(plain.freeze());
+                            }
+                            if state.peer_has_closed() {
+                                return Ok(Bytes::new());
+                            }
+                        }
                     }
-                    if state.peer_has_closed() {
-                        return Ok(Bytes::new());
-                    }
-                    if tls.wants_write() {
-                        wake_writer();
+                    if cipher.is_empty() {
+                        cipher = c.read().await?;
+                        if cipher.is_empty() {
+                            return Ok(cipher);
+                        }
                     }
                 }
-                let data = c.read().await?;
-                if data.is_empty() {
-                    return Ok(data);
-                }
-                let mut rd = &data[..];
-                let mut tls = tls.borrow_mut();
-                while !rd.is_empty() {
-                    if tls.read_tls(&mut rd)? == 0 {
-                        break;
-                    }
-                }
-            },
+            }
         }
     }
 
