@@ -125,7 +125,7 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, id: u64) {
         End::Refused => debug!(conn = id, %peer, "connection closed after a refusal"),
         End::Error(e) => warn!(conn = id, %peer, "connection closed: {e}"),
     }
-    conn.finish(matches!(end, End::Error(_))).await;
+    conn.finish().await;
     let _ = rt::timeout(std::time::Duration::from_secs(2), writer_done.wait()).await;
     conn.transport.close().await;
 }
@@ -277,7 +277,17 @@ impl Conn {
                 match p.ingest.ingest(&msg, rt::now()) {
                     Ok(Some(item)) => self.shard.publish_item(&p.origin, item),
                     Ok(None) => {}
-                    Err(e) => return Some(End::Error(format!("bad {:?} tag: {e}", msg.kind))),
+                    Err(e) => {
+                        // Tell the encoder why before hanging up.
+                        let stream_id = p.stream_id;
+                        self.session.send_status(
+                            stream_id,
+                            "error",
+                            "NetStream.Publish.Failed",
+                            &format!("unsupported or malformed {:?} data: {e}", msg.kind),
+                        );
+                        return Some(End::Error(format!("bad {:?} tag: {e}", msg.kind)));
+                    }
                 }
                 None
             }
@@ -444,8 +454,9 @@ impl Conn {
         }
     }
 
-    /// Leaves streams and closes the outbox (flushing it unless the connection failed).
-    async fn finish(&mut self, failed: bool) {
+    /// Leaves streams and closes the outbox after what is queued (a refusal, a final
+    /// status) is sent; the writer gives up at once if the socket is dead.
+    async fn finish(&mut self) {
         if let Some(p) = self.publishing.take() {
             info!(conn = self.id, stream = %p.origin.borrow().name, "publisher gone");
             self.shard.end_origin(&p.origin);
@@ -461,11 +472,7 @@ impl Conn {
             self.shard.stats.borrow_mut().viewer_dropped_frames += dropped;
             self.shard.unsubscribe(&p.sub, &p.viewer);
         }
-        if failed {
-            self.outbox.abort();
-        } else {
-            self.outbox.close_after_flush();
-        }
+        self.outbox.close_after_flush();
     }
 }
 

@@ -73,7 +73,7 @@ struct Shared {
 
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
-    let shards = config.shard_count();
+    let shards = shards_that_fit(&config)?;
     // Port 0 asks for any free port; every shard must bind the same one.
     for addr in [
         Some(&mut config.rtmp.listen),
@@ -170,10 +170,49 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// The soft RLIMIT_MEMLOCK in bytes, from /proc (`None` when unlimited or unknown).
+fn memlock_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max locked memory"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// How many shards to start: `server.shards`, or one per core when 0, limited by what the
+/// locked-memory limit allows (each shard locks [`SHARD_IO_MEMORY`], glommio's minimum).
+fn shards_that_fit(config: &Config) -> Result<usize, ServeError> {
+    let wanted = config.shard_count().max(1);
+    let Some(limit) = memlock_limit() else {
+        return Ok(wanted);
+    };
+    let fit = usize::try_from(limit / SHARD_IO_MEMORY as u64).unwrap_or(usize::MAX);
+    if fit >= wanted {
+        return Ok(wanted);
+    }
+    let advice = format!(
+        "each shard locks {} KiB for io_uring and the locked-memory limit is {} KiB, enough \
+         for {fit}: raise it (`ulimit -l`, systemd LimitMEMLOCK=) or set server.shards <= {fit}",
+        SHARD_IO_MEMORY / 1024,
+        limit / 1024
+    );
+    if fit == 0 || config.server.shards != 0 {
+        return Err(ServeError::ShardStart {
+            shard: fit,
+            reason: advice,
+        });
+    }
+    warn!("starting {fit} shards instead of {wanted}: {advice}");
+    Ok(fit)
+}
+
 /// Turns glommio's start-up failures into a sentence an operator can act on.
 fn explain_start_error(raw: &str) -> String {
     let lower = raw.to_lowercase();
-    if lower.contains("memory") || lower.contains("enomem") || lower.contains("resource") {
+    if ["memlock", "memory", "enomem", "resource"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
         let limit = std::fs::read_to_string("/proc/self/limits")
             .ok()
             .and_then(|l| {
