@@ -216,6 +216,8 @@ pub struct ServerOpts {
     pub limits: Vec<String>,
     /// Extra `key = value` lines for `[rtmp]`.
     pub rtmp: Vec<String>,
+    /// Extra `key = value` lines for `[streams]`.
+    pub streams: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -227,6 +229,7 @@ impl Default for ServerOpts {
             log_level: "info".into(),
             limits: Vec::new(),
             rtmp: Vec::new(),
+            streams: Vec::new(),
         }
     }
 }
@@ -271,7 +274,12 @@ impl Server {
             toml += "\n";
         }
         toml += &format!("\n[auth]\npublish = {:?}\n\n", opts.publish);
-        toml += "[limits]\n";
+        toml += "[streams]\n";
+        for l in &opts.streams {
+            toml += l;
+            toml += "\n";
+        }
+        toml += "\n[limits]\n";
         for l in &opts.limits {
             toml += l;
             toml += "\n";
@@ -297,6 +305,18 @@ impl Server {
         let mut s = Server::prepare(&opts);
         s.spawn();
         s
+    }
+
+    /// Starts the same configuration and data directory again after a stop.
+    pub fn restart(mut stopped: Server) -> Server {
+        assert!(
+            stopped.try_status().is_some(),
+            "restart needs a stopped server"
+        );
+        stopped.child = None;
+        stopped.exited = None;
+        stopped.spawn();
+        stopped
     }
 
     fn spawn(&mut self) {
