@@ -74,7 +74,9 @@ struct Shared {
 /// Runs the appliance until SIGINT or SIGTERM.
 pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
     let shards = shards_that_fit(&config)?;
-    // Port 0 asks for any free port; every shard must bind the same one.
+    // Shards bind with SO_REUSEPORT, which would also let them join the listeners of another
+    // process (a second zerocast) and silently split its connections. A plain bind first
+    // proves the address is free. It also resolves port 0: every shard must bind the same port.
     for addr in [
         Some(&mut config.rtmp.listen),
         config.rtmp.tls_listen.as_mut(),
@@ -82,13 +84,13 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
     .into_iter()
     .flatten()
     {
+        let probe = std::net::TcpListener::bind(*addr).map_err(|source| ServeError::Bind {
+            addr: *addr,
+            source,
+        })?;
         if addr.port() == 0 {
-            let l = std::net::TcpListener::bind(*addr).map_err(|source| ServeError::Bind {
-                addr: *addr,
-                source,
-            })?;
             // Bound just above; a bound socket has a local address.
-            addr.set_port(l.local_addr().map(|a| a.port()).unwrap_or(0));
+            addr.set_port(probe.local_addr().map(|a| a.port()).unwrap_or(0));
         }
     }
     let tls = match config.rtmp.tls_listen {
