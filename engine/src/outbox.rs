@@ -109,8 +109,9 @@ impl Outbox {
     ///
     /// `has_video` says whether the stream has video: without video every frame is a point
     /// where a skipping viewer may resume.
-    /// `replay` marks frames from the GOP cache.
-    pub fn push_frame(&self, msg: &Rc<WireMessage>, has_video: bool, replay: bool) {
+    /// `replay` marks frames from the GOP cache. With `wake` false the writer is not woken
+    /// yet: the frame leaves with the next one that wakes it (audio waiting for video).
+    pub fn push_frame(&self, msg: &Rc<WireMessage>, has_video: bool, replay: bool, wake: bool) {
         let mut inner = self.inner.borrow_mut();
         if inner.closing || inner.aborted {
             return;
@@ -145,7 +146,9 @@ impl Outbox {
         } else {
             OutItem::Media(msg.clone())
         });
-        Self::wake(&mut inner);
+        if wake {
+            Self::wake(&mut inner);
+        }
     }
 
     /// Wakes the writer even with nothing queued (TLS has records of its own to send).
@@ -248,14 +251,14 @@ mod tests {
     #[test]
     fn overflow_skips_to_next_keyframe() {
         let o = Outbox::new(250);
-        o.push_frame(&frame(MediaKind::Video, true, 100), true, false);
-        o.push_frame(&frame(MediaKind::Video, false, 100), true, false);
+        o.push_frame(&frame(MediaKind::Video, true, 100), true, false, true);
+        o.push_frame(&frame(MediaKind::Video, false, 100), true, false, true);
         // Over the limit: the queue is dropped and the viewer waits for a keyframe.
-        o.push_frame(&frame(MediaKind::Video, false, 100), true, false);
+        o.push_frame(&frame(MediaKind::Video, false, 100), true, false, true);
         assert_eq!(o.dropped_frames(), 3);
-        o.push_frame(&frame(MediaKind::Audio, false, 10), true, false);
+        o.push_frame(&frame(MediaKind::Audio, false, 10), true, false, true);
         assert_eq!(o.dropped_frames(), 4);
-        o.push_frame(&frame(MediaKind::Video, true, 100), true, false);
+        o.push_frame(&frame(MediaKind::Video, true, 100), true, false, true);
         let items = drain(&o);
         assert_eq!(items.len(), 1);
         assert!(matches!(&items[0], OutItem::Media(m) if m.keyframe));
@@ -272,8 +275,8 @@ mod tests {
             ingest: None,
         });
         o.push_header(&hdr);
-        o.push_frame(&frame(MediaKind::Video, true, 100), true, false);
-        o.push_frame(&frame(MediaKind::Video, false, 100), true, false);
+        o.push_frame(&frame(MediaKind::Video, true, 100), true, false, true);
+        o.push_frame(&frame(MediaKind::Video, false, 100), true, false, true);
         assert_eq!(drain(&o).len(), 2);
     }
 

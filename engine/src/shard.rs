@@ -236,6 +236,15 @@ impl Shard {
         })
     }
 
+    /// Empty media state for an origin or a mirror, with the configured limits.
+    fn stream_media(&self) -> StreamMedia {
+        StreamMedia::new(
+            self.cfg.rtmp.chunk_size,
+            self.cfg.limits.gop_cache_bytes,
+            self.cfg.rtmp.audio_coalesce,
+        )
+    }
+
     /// Starts one task per peer that handles what the peer sends.
     pub fn start_mesh_receivers(self: &Rc<Self>, mut receivers: Receivers<MeshMsg>) {
         for (_, rx) in receivers.streams() {
@@ -318,7 +327,7 @@ impl Shard {
         let origin = Rc::new(RefCell::new(Origin {
             name: name.clone(),
             generation,
-            media: StreamMedia::new(self.cfg.rtmp.chunk_size, self.cfg.limits.gop_cache_bytes),
+            media: self.stream_media(),
             mirrors: Vec::new(),
             kick: LocalEvent::new(),
             mirror_drops: 0,
@@ -457,10 +466,7 @@ impl Shard {
                 let mirror = Rc::new(RefCell::new(Mirror {
                     generation,
                     origin: shard,
-                    media: StreamMedia::new(
-                        self.cfg.rtmp.chunk_size,
-                        self.cfg.limits.gop_cache_bytes,
-                    ),
+                    media: self.stream_media(),
                 }));
                 self.mirrors
                     .borrow_mut()

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use zerocast_codecs::{flv, ByteRope, Frame, MediaKind, Track};
 use zerocast_rtmp::{encode_message, CSID_AUDIO, CSID_DATA, CSID_VIDEO};
@@ -75,6 +75,9 @@ pub struct StreamCounters {
 pub struct StreamMedia {
     chunk_size: u32,
     gop_limit: usize,
+    audio_coalesce: Duration,
+    /// Ingest time of the oldest audio frame queued to viewers without waking them.
+    audio_held_since: Option<Instant>,
     video: Option<Track>,
     audio: Option<Track>,
     video_header: Option<Rc<WireMessage>>,
@@ -93,10 +96,15 @@ pub struct StreamMedia {
 impl StreamMedia {
     /// Empty state; messages are chunked with `chunk_size`, the GOP cache holds at most
     /// `gop_limit` bytes.
-    pub fn new(chunk_size: u32, gop_limit: usize) -> Self {
+    ///
+    /// Audio frames of a stream with video are queued without waking players for up to
+    /// `audio_coalesce`, so they leave together with the next video frame in one write.
+    pub fn new(chunk_size: u32, gop_limit: usize, audio_coalesce: Duration) -> Self {
         StreamMedia {
             chunk_size,
             gop_limit,
+            audio_coalesce,
+            audio_held_since: None,
             video: None,
             audio: None,
             video_header: None,
@@ -231,35 +239,17 @@ impl StreamMedia {
                         self.audio_header = Some(msg.clone());
                     }
                 }
+                let e = Encoded::new(&msg, &body, msg_type, csid, ts);
                 for v in &self.viewers {
-                    push_for(
-                        v,
-                        &msg,
-                        &body,
-                        msg_type,
-                        csid,
-                        ts,
-                        true,
-                        false,
-                        self.chunk_size,
-                    );
+                    push_for(v, &e, Push::Header, self.chunk_size);
                 }
                 return true;
             }
             MediaItem::Metadata { timestamp, body } => {
                 self.metadata = Some((*timestamp, body.clone(), msg.clone()));
+                let e = Encoded::new(&msg, body, msg_type, csid, ts);
                 for v in &self.viewers {
-                    push_for(
-                        v,
-                        &msg,
-                        body,
-                        msg_type,
-                        csid,
-                        ts,
-                        true,
-                        false,
-                        self.chunk_size,
-                    );
+                    push_for(v, &e, Push::Header, self.chunk_size);
                 }
                 return true;
             }
@@ -283,20 +273,33 @@ impl StreamMedia {
                 self.gop.push_back((item.clone(), msg.clone()));
             }
         }
+        let wake = self.should_wake(kind, has_video, msg.ingest);
+        let e = Encoded::new(&msg, &body, msg_type, csid, ts);
+        let push = Push::Frame {
+            has_video,
+            replay: false,
+            wake,
+        };
         for v in &self.viewers {
-            push_for(
-                v,
-                &msg,
-                &body,
-                msg_type,
-                csid,
-                ts,
-                false,
-                has_video,
-                self.chunk_size,
-            );
+            push_for(v, &e, push, self.chunk_size);
         }
         true
+    }
+
+    /// Whether this frame wakes the players' writers now. Audio of a stream with video waits
+    /// (at most `audio_coalesce`) for the next video frame, so both leave in one write.
+    fn should_wake(&mut self, kind: MediaKind, has_video: bool, at: Option<Instant>) -> bool {
+        if kind != MediaKind::Audio || !has_video || self.audio_coalesce.is_zero() {
+            self.audio_held_since = None;
+            return true;
+        }
+        let at = at.unwrap_or_else(Instant::now);
+        let since = *self.audio_held_since.get_or_insert(at);
+        if at.saturating_duration_since(since) >= self.audio_coalesce {
+            self.audio_held_since = None;
+            return true;
+        }
+        false
     }
 
     /// What a newcomer (a mirror shard) needs to catch up: tracks, metadata, the GOP cache.
@@ -324,7 +327,7 @@ impl StreamMedia {
             }
             let has_video = self.has_video();
             for (_, m) in &self.gop {
-                viewer.outbox.push_frame(m, has_video, true);
+                viewer.outbox.push_frame(m, has_video, true, true);
             }
         } else {
             // Rare: a player on another message stream id gets its own encoding.
@@ -337,18 +340,17 @@ impl StreamMedia {
                         keyframe,
                         ingest: Self::ingest_of(&item),
                     });
-                    let has_video = self.has_video();
-                    push_for(
-                        &viewer,
-                        &m,
-                        &body,
-                        msg_type,
-                        csid,
-                        ts,
-                        header,
-                        has_video,
-                        self.chunk_size,
-                    );
+                    let push = if header {
+                        Push::Header
+                    } else {
+                        Push::Frame {
+                            has_video: self.has_video(),
+                            replay: true,
+                            wake: true,
+                        }
+                    };
+                    let e = Encoded::new(&m, &body, msg_type, csid, ts);
+                    push_for(&viewer, &e, push, self.chunk_size);
                 }
             }
         }
@@ -369,45 +371,78 @@ impl StreamMedia {
     }
 }
 
-/// Queues `msg` for `viewer`, re-encoding it when the viewer plays on another stream id.
-#[allow(clippy::too_many_arguments)]
-fn push_for(
-    viewer: &Viewer,
-    msg: &Rc<WireMessage>,
-    body: &ByteRope,
+/// A message encoded for [`SHARED_PLAY_STREAM_ID`], with what re-encoding it for another
+/// message stream id needs.
+struct Encoded<'a> {
+    msg: &'a Rc<WireMessage>,
+    body: &'a ByteRope,
     msg_type: u8,
     csid: u32,
     timestamp: u32,
-    header: bool,
-    has_video: bool,
-    chunk_size: u32,
-) {
+}
+
+impl<'a> Encoded<'a> {
+    fn new(
+        msg: &'a Rc<WireMessage>,
+        body: &'a ByteRope,
+        msg_type: u8,
+        csid: u32,
+        timestamp: u32,
+    ) -> Self {
+        Encoded {
+            msg,
+            body,
+            msg_type,
+            csid,
+            timestamp,
+        }
+    }
+}
+
+/// How a message enters a viewer's outbox.
+#[derive(Clone, Copy)]
+enum Push {
+    /// Sequence header or metadata: never dropped.
+    Header,
+    /// A frame: see [`Outbox::push_frame`].
+    Frame {
+        has_video: bool,
+        replay: bool,
+        wake: bool,
+    },
+}
+
+/// Queues a message for `viewer`, re-encoding it when the viewer plays on another stream id.
+fn push_for(viewer: &Viewer, e: &Encoded<'_>, push: Push, chunk_size: u32) {
     let own;
     let msg = if viewer.stream_id == SHARED_PLAY_STREAM_ID {
-        msg
+        e.msg
     } else {
         let mut wire = ByteRope::new();
         encode_message(
-            csid,
-            msg_type,
+            e.csid,
+            e.msg_type,
             viewer.stream_id,
-            timestamp,
-            body,
+            e.timestamp,
+            e.body,
             chunk_size,
             &mut wire,
         );
         own = Rc::new(WireMessage {
             wire,
-            kind: msg.kind,
-            keyframe: msg.keyframe,
-            ingest: msg.ingest,
+            kind: e.msg.kind,
+            keyframe: e.msg.keyframe,
+            ingest: e.msg.ingest,
         });
         &own
     };
-    if header {
-        viewer.outbox.push_header(msg);
-    } else {
-        viewer.outbox.push_frame(msg, has_video, false);
+    match push {
+        Push::Header => viewer.outbox.push_header(msg),
+        Push::Frame {
+            has_video,
+            replay,
+            wake,
+        } => viewer.outbox.push_frame(msg, has_video, replay, wake),
     }
 }
 
@@ -416,3 +451,26 @@ const _: fn() = || {
     fn assert_send<T: Send>() {}
     assert_send::<MediaItem>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_waits_for_video_at_most_audio_coalesce() {
+        let mut m = StreamMedia::new(4096, 1 << 20, Duration::from_millis(40));
+        let t0 = Instant::now();
+        let ms = |n| Some(t0 + Duration::from_millis(n));
+        assert!(!m.should_wake(MediaKind::Audio, true, ms(0)));
+        assert!(!m.should_wake(MediaKind::Audio, true, ms(21)));
+        assert!(m.should_wake(MediaKind::Video, true, ms(30)), "video wakes");
+        assert!(!m.should_wake(MediaKind::Audio, true, ms(42)));
+        assert!(
+            m.should_wake(MediaKind::Audio, true, ms(85)),
+            "no video for 40 ms: audio goes anyway"
+        );
+        assert!(m.should_wake(MediaKind::Audio, false, ms(90)), "audio-only streams");
+        let mut off = StreamMedia::new(4096, 1 << 20, Duration::ZERO);
+        assert!(off.should_wake(MediaKind::Audio, true, ms(0)));
+    }
+}
