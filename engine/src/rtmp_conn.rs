@@ -84,6 +84,11 @@ struct Conn {
     publishing: Option<Publishing>,
     playing: Option<Playing>,
     deadline: Option<Instant>,
+    /// A connection must be publishing or playing by then (`limits.handshake_timeout` after
+    /// accept), so a peer that trickles bytes cannot hold a connection without using it.
+    setup_deadline: Instant,
+    /// Set once the connection published or played.
+    set_up: bool,
     /// Events met while flushing transmits early; handled before polling the session again.
     pending: std::collections::VecDeque<ServerEvent>,
     id: u64,
@@ -106,14 +111,16 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, id: u64) {
     ));
     let mut conn = Conn {
         session: ServerSession::new(session_config(&shard.cfg), rt::now()),
-        shard,
         transport,
         outbox,
         app: None,
         publishing: None,
         playing: None,
         deadline: None,
+        setup_deadline: rt::now() + shard.cfg.limits.handshake_timeout,
+        set_up: false,
         pending: Default::default(),
+        shard,
         id,
     };
     let end = conn.run().await;
@@ -135,6 +142,11 @@ impl Conn {
         loop {
             if let Some(end) = self.drain().await {
                 return end;
+            }
+            if self.awaiting_setup() && rt::now() >= self.setup_deadline {
+                return End::Error(
+                    "neither publishing nor playing within limits.handshake_timeout".into(),
+                );
             }
             let wake = self.wait().await;
             let now = rt::now();
@@ -174,14 +186,20 @@ impl Conn {
         }
     }
 
+    /// True until the connection first publishes or plays.
+    fn awaiting_setup(&self) -> bool {
+        self.publishing.is_none() && self.playing.is_none() && !self.set_up
+    }
+
     async fn wait(&self) -> Wake {
         let outbox = self.outbox.clone();
         let read = async {
             let nudge = move || outbox.nudge();
             Wake::Data(self.transport.read(&nudge).await)
         };
+        let setup = self.awaiting_setup().then_some(self.setup_deadline);
         let timer = async {
-            match self.deadline {
+            match self.deadline.into_iter().chain(setup).min() {
                 Some(d) => rt::sleep_until(d).await,
                 None => future::pending::<()>().await,
             }
@@ -402,6 +420,7 @@ impl Conn {
         let origin = self.shard.start_origin(&name, generation);
         self.session.accept_publish(stream_id);
         info!(conn = self.id, stream = %name, shard = self.shard.id, generation, peer = %self.transport.peer_addr(), "publishing");
+        self.set_up = true;
         self.publishing = Some(Publishing {
             stream_id,
             origin,
@@ -438,6 +457,7 @@ impl Conn {
         match self.shard.subscribe(name, &viewer).await {
             Some(sub) => {
                 info!(conn = self.id, stream = %name, shard = self.shard.id, peer = %self.transport.peer_addr(), "playing");
+                self.set_up = true;
                 self.playing = Some(Playing {
                     stream_id,
                     sub,

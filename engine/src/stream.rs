@@ -469,7 +469,10 @@ mod tests {
             m.should_wake(MediaKind::Audio, true, ms(85)),
             "no video for 40 ms: audio goes anyway"
         );
-        assert!(m.should_wake(MediaKind::Audio, false, ms(90)), "audio-only streams");
+        assert!(
+            m.should_wake(MediaKind::Audio, false, ms(90)),
+            "audio-only streams"
+        );
         let mut off = StreamMedia::new(4096, 1 << 20, Duration::ZERO);
         assert!(off.should_wake(MediaKind::Audio, true, ms(0)));
     }
