@@ -131,7 +131,7 @@ struct CompareArgs {
     /// Servers to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "zerocast,nginx,nms,xiu")]
     servers: Vec<String>,
-    /// Directory for <date>-fanout.md/.svg/.json.
+    /// Directory for `<date>-fanout.md`, `.svg` and `.json`.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
     /// zerocast binary (default: target/release/zerocast, built when missing).
