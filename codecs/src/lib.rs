@@ -7,6 +7,7 @@
 //! - [`media`]: [`Track`], [`Frame`] and friends, the model every protocol reads and writes.
 //! - [`flv`]: FLV tag bodies of RTMP audio/video messages (legacy and Enhanced RTMP), parsed
 //!   into the media model and muxed back without copying media.
+//! - [`fmp4`]: the fragmented MP4 / CMAF muxer (init segment, fragments, RFC 6381 codecs).
 //! - [`h264`], [`h265`], [`aac`], [`opus`]: codec headers (decoder configuration records,
 //!   parameter sets, SEI, AudioSpecificConfig, OpusHead).
 //! - [`bits`]: the bit reader and emulation-prevention helpers behind the codec parsers.
@@ -20,6 +21,7 @@
 pub mod aac;
 pub mod bits;
 pub mod flv;
+pub mod fmp4;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz;
 pub mod h264;
@@ -27,6 +29,7 @@ pub mod h265;
 pub mod media;
 pub mod opus;
 pub mod rope;
+pub mod ts;
 
 pub use media::{CodecId, Frame, FramePayload, MediaKind, Track, TrackInfo};
 pub use rope::{ByteRope, RopeReader};
