@@ -71,9 +71,10 @@ gop_cache_bytes = 16777216
 viewer_queue_bytes = 8388608
 # A viewer that stays this far behind is disconnected.
 viewer_stall = "10s"
-# Time a new connection has to finish the RTMP handshake.
+# Time a new connection has to finish the RTMP handshake and start publishing or playing.
 handshake_timeout = "10s"
-# A connection that sends nothing for this long is closed.
+# A connection that sends nothing for this long is closed (players are exempt: they only
+# receive; a stalled player is caught by viewer_stall).
 idle_timeout = "30s"
 # Most simultaneous connections across all protocols; further ones are refused.
 max_connections = 10000
@@ -254,7 +255,7 @@ pub struct LimitsConfig {
     /// How far behind a viewer may stay before it is disconnected.
     #[serde(deserialize_with = "duration")]
     pub viewer_stall: Duration,
-    /// Time allowed for the RTMP handshake.
+    /// Time allowed for the RTMP handshake and the start of publishing or playing.
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
     /// Silence after which a connection is closed.
