@@ -206,21 +206,5 @@ fn stalled_player_is_dropped_without_disturbing_others() {
 
 /// Shrinks the socket's receive buffer so a non-reading client backs up quickly.
 fn socket_shrink(s: &TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 4096;
-    // SAFETY: setsockopt on an open socket with a pointer to a live c_int of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &size as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    socket2::SockRef::from(s).set_recv_buffer_size(4096)
 }

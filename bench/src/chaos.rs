@@ -672,12 +672,14 @@ fn wait_read(sock: &mut TcpStream, wait: Duration, received: &mut usize) -> Opti
 
 /// True while `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
-    let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+    let Ok(pid_t) = i32::try_from(pid) else {
         return false;
     };
-    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
-    let exists = unsafe { libc::kill(pid_t, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // Signal "0" sends nothing; it only checks that the process exists.
+    let exists = matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid_t), None),
+        Ok(()) | Err(nix::errno::Errno::EPERM)
+    );
     exists
         && std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| {
             !s.lines()

@@ -10,6 +10,7 @@
 //! 1 viewer, the full distribution), `compare` (starts zerocast and the peer servers one
 //! after the other, pinned, and writes a Markdown report), `smoke` (CI: starts zerocast and
 //! checks that frames flow) and `chaos`. See bench/README.md.
+#![forbid(unsafe_code)]
 
 mod chaos;
 mod clip;
@@ -190,12 +191,10 @@ fn main() -> ExitCode {
 
 /// Thousands of sockets: lift the soft descriptor limit to the hard one.
 fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit read and write the rlimit struct we own.
-    unsafe {
-        let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
         }
     }
 }
@@ -477,8 +476,9 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown".to_owned());
     // Online CPUs of the machine (not of our affinity mask: the harness may be pinned).
-    // SAFETY: sysconf has no preconditions.
-    let ncpu = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let ncpu = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {

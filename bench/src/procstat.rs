@@ -35,9 +35,11 @@ pub fn cpu_sample(pid: Option<u32>) -> Option<CpuSample> {
 
 /// CPU use between two samples, in percent of one core.
 pub fn cpu_percent(a: &CpuSample, b: &CpuSample) -> f64 {
-    // SAFETY: sysconf has no preconditions; it only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&hz| hz > 0)
+        .map_or(100.0, |hz| hz as f64);
     let secs = b.at.duration_since(a.at).as_secs_f64();
     if secs <= 0.0 {
         return 0.0;
@@ -60,20 +62,10 @@ pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
 
 /// Pins the calling thread (and threads it starts later) to one CPU.
 pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write within it (cpu is bounds-checked
-    // against CPU_SETSIZE); sched_setaffinity reads `size_of::<cpu_set_t>()` bytes of it.
-    unsafe {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(std::io::Error::from)?;
+    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -45,11 +45,9 @@ impl ServerProc {
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: kill(2) on the PID of our own child, which we have not reaped yet.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        // Our own child, not reaped yet: the PID cannot belong to another process.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let t0 = Instant::now();
         while t0.elapsed() < Duration::from_secs(5) {
             if !matches!(self.child.try_wait(), Ok(None)) {

@@ -1,4 +1,8 @@
 //! The zerocast appliance: shards, listeners, stream router, storage and CLI.
+//!
+//! `unsafe` is allowed in one module only, the runtime facade's TCP layer (`rt::tcp`), for the
+//! vectored `sendmsg` glommio does not offer.
+#![deny(unsafe_code)]
 
 pub mod banner;
 pub mod cli;

@@ -71,9 +71,9 @@ pub fn free_port() -> u16 {
 
 /// Sends `sig` to `pid` (no-op if it is already gone).
 pub fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a PID of a child we spawned and still own (not yet reaped).
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
+    // A child we spawned and still own (not yet reaped): the PID is still ours.
+    if let Ok(sig) = nix::sys::signal::Signal::try_from(sig) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
     }
 }
 

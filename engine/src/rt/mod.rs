@@ -6,6 +6,7 @@
 //! send, lives in [`tcp`] with the engine's only `unsafe` block.
 
 pub mod event;
+#[allow(unsafe_code)]
 pub mod tcp;
 
 use std::future::Future;
