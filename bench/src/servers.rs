@@ -389,7 +389,8 @@ pub fn xiu_bin(limit: Duration) -> Result<PathBuf> {
                 .find(|l| l.contains("error"))
                 .unwrap_or("see the log");
             bail!(
-                "cargo install xiu failed ({st}): {last} (log: {})",
+                "cargo install xiu failed ({st}): {last} (log: {}; xiu's audiopus_sys needs \
+                 Debian's libopus-dev and pkg-config)",
                 log.display()
             );
         }
