@@ -188,7 +188,7 @@ impl Conn {
 
     /// True until the connection first publishes or plays.
     fn awaiting_setup(&self) -> bool {
-        self.publishing.is_none() && self.playing.is_none() && !self.set_up
+        !self.set_up
     }
 
     async fn wait(&self) -> Wake {
