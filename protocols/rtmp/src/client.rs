@@ -130,28 +130,18 @@ impl ClientSession {
 
     /// Feeds received bytes or a timer tick. After an `Err` the session is dead.
     pub fn handle_input(&mut self, input: Input) -> Result<(), Error> {
-        if self.conn.dead {
-            return Err(Error::SessionDead);
-        }
+        self.conn.check_alive()?;
         let r = match input {
             Input::Receive(now, data) => self.receive(now, data),
             Input::Timeout(now) => self.timeout(now),
         };
-        if r.is_err() {
-            self.conn.dead = true;
-        }
+        self.conn.dead |= r.is_err();
         r
     }
 
     /// The next thing to do; see [`ServerSession::poll_output`](crate::ServerSession::poll_output).
     pub fn poll_output(&mut self) -> Output<ClientEvent> {
-        if !self.conn.out.is_empty() {
-            return Output::Transmit(std::mem::take(&mut self.conn.out));
-        }
-        if let Some(e) = self.events.pop_front() {
-            return Output::Event(e);
-        }
-        Output::Timeout(self.conn.next_timeout())
+        self.conn.poll_output(&mut self.events)
     }
 
     /// Publishes `name` (query string allowed) once connected. One action per session.

@@ -1,6 +1,7 @@
 //! Machinery shared by the server and client sessions: byte accounting, acknowledgements,
 //! timers, outbound queue, and the decoding of media and data messages.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use crate::error::Error;
 use crate::handshake::Filler;
 use crate::message::{self, user_control, MessageType, RawMessage, CSID_COMMAND, CSID_CONTROL};
 use crate::timer::{Timer, TimerTable};
-use crate::{MediaMessage, CSID_AUDIO, CSID_DATA, CSID_VIDEO};
+use crate::{MediaMessage, Output, CSID_AUDIO, CSID_DATA, CSID_VIDEO};
 
 /// How far ahead `poll_output` puts its `Timeout` when no timer is armed.
 pub(crate) const NO_TIMER: Duration = Duration::from_secs(24 * 3600);
@@ -143,6 +144,27 @@ impl Conn {
             _ => {}
         }
         Ok(None)
+    }
+
+    /// The next output of a session whose undelivered events are `events`: bytes first, then
+    /// events, then the next timeout. Shared by the server and client roles.
+    pub(crate) fn poll_output<E>(&mut self, events: &mut VecDeque<E>) -> Output<E> {
+        if !self.out.is_empty() {
+            return Output::Transmit(std::mem::take(&mut self.out));
+        }
+        if let Some(e) = events.pop_front() {
+            return Output::Event(e);
+        }
+        Output::Timeout(self.next_timeout())
+    }
+
+    /// Fails with `SessionDead` once a previous input failed.
+    pub(crate) fn check_alive(&self) -> Result<(), Error> {
+        if self.dead {
+            Err(Error::SessionDead)
+        } else {
+            Ok(())
+        }
     }
 
     /// The next `Timeout` to report.

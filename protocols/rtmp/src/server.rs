@@ -124,16 +124,12 @@ impl ServerSession {
     /// Feeds received bytes or a timer tick. After an `Err` the session is dead (the error
     /// names the rule broken and the inbound byte offset); close the connection.
     pub fn handle_input(&mut self, input: Input) -> Result<(), Error> {
-        if self.conn.dead {
-            return Err(Error::SessionDead);
-        }
+        self.conn.check_alive()?;
         let r = match input {
             Input::Receive(now, data) => self.receive(now, data),
             Input::Timeout(now) => self.timeout(now),
         };
-        if r.is_err() {
-            self.conn.dead = true;
-        }
+        self.conn.dead |= r.is_err();
         r
     }
 
@@ -141,13 +137,7 @@ impl ServerSession {
     /// instant at which to call `handle_input(Input::Timeout(..))`. When no timer is armed the
     /// instant lies a day ahead.
     pub fn poll_output(&mut self) -> Output<ServerEvent> {
-        if !self.conn.out.is_empty() {
-            return Output::Transmit(std::mem::take(&mut self.conn.out));
-        }
-        if let Some(e) = self.events.pop_front() {
-            return Output::Event(e);
-        }
-        Output::Timeout(self.conn.next_timeout())
+        self.conn.poll_output(&mut self.events)
     }
 
     /// Answers a `publish` with `NetStream.Publish.Start`.
