@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! zerocast serve [--config FILE]
-//! zerocast streams create NAME [--json]
+//! zerocast streams create NAME [--record] [--json]
+//! zerocast streams set NAME --record true|false|default [--json]
 //! zerocast streams list [--json]
 //! zerocast streams delete NAME
 //! zerocast streams rotate-key NAME [--json]
+//! zerocast recordings list [--stream NAME] [--json]
 //! zerocast config default
 //! zerocast config check [--config FILE]
 //! ```
@@ -20,7 +22,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, DEFAULT_TOML};
-use crate::store::{Store, StoreError, StreamRecord};
+use crate::store::{RecordingRow, Store, StoreError, StreamRecord};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -49,6 +51,12 @@ pub enum Command {
         #[command(subcommand)]
         command: StreamsCommand,
     },
+    /// List recordings.
+    Recordings {
+        /// The recordings operation.
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
     /// Show or check configuration.
     Config {
         /// The configuration operation.
@@ -64,13 +72,30 @@ pub enum StreamsCommand {
     Create {
         /// Stream name: 1-64 characters of A-Z, a-z, 0-9, '_' and '-'.
         name: String,
-        /// Print `{"name","key","created_at"}` as JSON.
+        /// Record this stream whatever `recording.record` says (without it, the stream
+        /// follows `recording.record`; see `zerocast streams set`).
+        #[arg(long)]
+        record: bool,
+        /// Print `{"name","key","created_at","record"}` as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List streams (names and creation times; keys are not shown).
+    /// Change a stream's settings.
+    Set {
+        /// Stream name.
+        name: String,
+        /// Whether the stream is recorded: `true`, `false`, or `default` to follow
+        /// `recording.record`.
+        #[arg(long, value_name = "true|false|default")]
+        record: RecordSetting,
+        /// Print `{"name","record"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List streams (names, creation times, recording; keys are not shown).
     List {
-        /// Print a JSON array of `{"name","created_at"}`.
+        /// Print a JSON array of `{"name","created_at","record"}` (`record` is null when the
+        /// stream follows `recording.record`).
         #[arg(long)]
         json: bool,
     },
@@ -84,6 +109,42 @@ pub enum StreamsCommand {
         /// Stream name.
         name: String,
         /// Print `{"name","key","created_at"}` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A stream's recording choice on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordSetting {
+    /// Always record.
+    True,
+    /// Never record.
+    False,
+    /// Follow `recording.record`.
+    Default,
+}
+
+impl RecordSetting {
+    fn flag(self) -> Option<bool> {
+        match self {
+            RecordSetting::True => Some(true),
+            RecordSetting::False => Some(false),
+            RecordSetting::Default => None,
+        }
+    }
+}
+
+/// `zerocast recordings ...`.
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCommand {
+    /// List recordings, oldest first: stream, start, duration, size, status and file.
+    List {
+        /// Only the recordings of this stream.
+        #[arg(long, value_name = "NAME")]
+        stream: Option<String>,
+        /// Print a JSON array of `{"stream","path","format","started_at","ended_at",
+        /// "duration_ms","bytes","status","reason"}`.
         #[arg(long)]
         json: bool,
     },
@@ -201,12 +262,27 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let store = Store::open(&config.server.data_dir)?;
             streams(&store, command)
         }
+        Command::Recordings {
+            command: RecordingsCommand::List { stream, json },
+        } => {
+            let config = Config::load(config_path)?;
+            let store = Store::open(&config.server.data_dir)?;
+            list_recordings(&store, stream.as_deref(), json)
+        }
     }
 }
 
 fn serve(config: Config) -> Result<(), CliError> {
     crate::logging::init(&config.log);
     let store = Store::open(&config.server.data_dir)?;
+    let interrupted = store.mark_interrupted_recordings()?;
+    if interrupted > 0 {
+        tracing::warn!(
+            interrupted,
+            "recordings left open by a previous run are marked interrupted; \
+             each plays up to its last completed fragment"
+        );
+    }
     let demo = store.ensure_demo()?;
     crate::banner::print_banner(
         &config,
@@ -224,13 +300,26 @@ fn serve(config: Config) -> Result<(), CliError> {
 
 fn streams(store: &Store, command: StreamsCommand) -> Result<(), CliError> {
     match command {
-        StreamsCommand::Create { name, json } => {
-            let record = store.create_stream(&name)?;
-            print_key(&record, json, "created")
+        StreamsCommand::Create { name, record, json } => {
+            let flag = record.then_some(true);
+            let created = store.create_stream_recording(&name, flag)?;
+            print_key(&created, flag, json, "created")
+        }
+        StreamsCommand::Set { name, record, json } => {
+            store.set_record(&name, record.flag())?;
+            if json {
+                return write_json(&serde_json::json!({ "name": name, "record": record.flag() }));
+            }
+            match record.flag() {
+                Some(r) => println!("stream {name}: record = {r}"),
+                None => println!("stream {name}: record follows recording.record"),
+            }
+            Ok(())
         }
         StreamsCommand::RotateKey { name, json } => {
-            let record = store.rotate_key(&name)?;
-            print_key(&record, json, "new key for")
+            let rotated = store.rotate_key(&name)?;
+            let flag = record_flag(store, &name)?;
+            print_key(&rotated, flag, json, "new key for")
         }
         StreamsCommand::Delete { name } => {
             if !store.delete(&name)? {
@@ -241,10 +330,19 @@ fn streams(store: &Store, command: StreamsCommand) -> Result<(), CliError> {
         }
         StreamsCommand::List { json } => {
             let records = store.list()?;
+            let flags: std::collections::HashMap<String, Option<bool>> =
+                store.record_flags()?.into_iter().collect();
+            let flag = |name: &str| flags.get(name).copied().flatten();
             if json {
                 let list: Vec<_> = records
                     .iter()
-                    .map(|r| serde_json::json!({ "name": r.name, "created_at": r.created_at }))
+                    .map(|r| {
+                        serde_json::json!({
+                            "name": r.name,
+                            "created_at": r.created_at,
+                            "record": flag(&r.name),
+                        })
+                    })
                     .collect();
                 return write_json(&serde_json::Value::Array(list));
             }
@@ -258,22 +356,103 @@ fn streams(store: &Store, command: StreamsCommand) -> Result<(), CliError> {
                 .unwrap_or(0)
                 .max(4);
             if !records.is_empty() {
-                println!("{:width$}  CREATED (UTC)", "NAME");
+                println!("{:width$}  CREATED (UTC)        RECORD", "NAME");
             }
             for r in &records {
-                println!("{:width$}  {}", r.name, format_utc(r.created_at));
+                let record = match flag(&r.name) {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "default",
+                };
+                println!("{:width$}  {}  {record}", r.name, format_utc(r.created_at));
             }
             Ok(())
         }
     }
 }
 
-fn print_key(record: &StreamRecord, json: bool, what: &str) -> Result<(), CliError> {
+fn record_flag(store: &Store, name: &str) -> Result<Option<bool>, CliError> {
+    Ok(store
+        .record_flags()?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .and_then(|(_, r)| r))
+}
+
+fn list_recordings(store: &Store, stream: Option<&str>, json: bool) -> Result<(), CliError> {
+    let rows = store.recordings(stream)?;
+    if json {
+        let list: Vec<_> = rows.iter().map(recording_json).collect();
+        return write_json(&serde_json::Value::Array(list));
+    }
+    if rows.is_empty() {
+        println!("no recordings; set `record = true` under [recording] or use `zerocast streams set NAME --record true`");
+        return Ok(());
+    }
+    let width = rows
+        .iter()
+        .map(|r| r.stream.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    println!(
+        "{:width$}  STARTED (UTC)        DURATION    SIZE        STATUS       PATH",
+        "STREAM"
+    );
+    for r in &rows {
+        println!(
+            "{:width$}  {}  {:>10}  {:>10}  {:11}  {}",
+            r.stream,
+            format_utc(r.started_at),
+            format!("{:.1} s", r.duration_ms as f64 / 1000.0),
+            format_size(r.bytes),
+            r.status.as_str(),
+            r.path
+        );
+    }
+    Ok(())
+}
+
+fn recording_json(r: &RecordingRow) -> serde_json::Value {
+    serde_json::json!({
+        "stream": r.stream,
+        "path": r.path,
+        "format": r.format,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "duration_ms": r.duration_ms,
+        "bytes": r.bytes,
+        "status": r.status.as_str(),
+        "reason": r.reason,
+    })
+}
+
+/// `bytes` in KB, MB or GB (powers of 1000, one decimal).
+fn format_size(bytes: i64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn print_key(
+    record: &StreamRecord,
+    recording: Option<bool>,
+    json: bool,
+    what: &str,
+) -> Result<(), CliError> {
     if json {
         return write_json(&serde_json::json!({
             "name": record.name,
             "key": record.key,
             "created_at": record.created_at,
+            "record": recording,
         }));
     }
     println!("{what} stream {}", record.name);
@@ -289,24 +468,10 @@ fn write_json(value: &serde_json::Value) -> Result<(), CliError> {
 
 /// `unix` seconds as `YYYY-MM-DD HH:MM:SS` in UTC.
 fn format_utc(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Proleptic Gregorian date from a day count, by 400-year eras (Howard Hinnant's
-    // `civil_from_days` derivation).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let t = crate::recording::UtcTime::from_unix(unix);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -341,7 +506,32 @@ mod tests {
         let cli = parse(&["streams", "create", "cam1", "--json"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Streams { command: StreamsCommand::Create { ref name, json: true } } if name == "cam1"
+            Command::Streams { command: StreamsCommand::Create { ref name, json: true, record: false } } if name == "cam1"
+        ));
+        let cli = parse(&["streams", "create", "cam1", "--record"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Streams {
+                command: StreamsCommand::Create { record: true, .. }
+            }
+        ));
+        for (value, want) in [
+            ("true", RecordSetting::True),
+            ("false", RecordSetting::False),
+            ("default", RecordSetting::Default),
+        ] {
+            let cli = parse(&["streams", "set", "cam1", "--record", value]).unwrap();
+            assert!(matches!(
+                cli.command,
+                Command::Streams { command: StreamsCommand::Set { record, .. } } if record == want
+            ));
+        }
+        assert!(parse(&["streams", "set", "cam1", "--record", "maybe"]).is_err());
+        assert!(parse(&["streams", "set", "cam1"]).is_err());
+        let cli = parse(&["recordings", "list", "--stream", "cam1", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Recordings { command: RecordingsCommand::List { stream: Some(ref s), json: true } } if s == "cam1"
         ));
         let cli = parse(&["streams", "rotate-key", "cam1"]).unwrap();
         assert!(matches!(
@@ -412,9 +602,44 @@ mod tests {
         run(parse(&["streams", "create", "cam", "--json", "--config", c]).unwrap()).unwrap();
         let again = run(parse(&["streams", "create", "cam", "--config", c]).unwrap()).unwrap_err();
         assert!(error_chain(&again).contains("already exists"));
+        run(parse(&["streams", "set", "cam", "--record", "true", "--config", c]).unwrap()).unwrap();
+        let store = Store::open(&data).unwrap();
+        assert_eq!(
+            store.record_flags().unwrap(),
+            [("cam".to_owned(), Some(true))]
+        );
+        run(parse(&[
+            "streams", "set", "cam", "--record", "default", "--config", c,
+        ])
+        .unwrap())
+        .unwrap();
+        assert_eq!(store.record_flags().unwrap(), [("cam".to_owned(), None)]);
+        let missing =
+            run(parse(&["streams", "set", "nope", "--record", "true", "--config", c]).unwrap())
+                .unwrap_err();
+        assert!(error_chain(&missing).contains("no stream named"));
+        run(parse(&["recordings", "list", "--config", c]).unwrap()).unwrap();
+        run(parse(&[
+            "recordings",
+            "list",
+            "--json",
+            "--stream",
+            "cam",
+            "--config",
+            c,
+        ])
+        .unwrap())
+        .unwrap();
         run(parse(&["streams", "delete", "cam", "--config", c]).unwrap()).unwrap();
         let gone = run(parse(&["streams", "delete", "cam", "--config", c]).unwrap()).unwrap_err();
         assert!(error_chain(&gone).contains("no stream named"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(format_size(999), "999 B");
+        assert_eq!(format_size(6_340_000), "6.3 MB");
+        assert_eq!(format_size(2_500_000_000), "2.5 GB");
     }
 
     #[test]

@@ -54,6 +54,48 @@ window_ack_size = 2500000
 # at once.
 audio_coalesce = "40ms"
 
+[http]
+# Address of the HTTP server (LL-HLS under /hls, /healthz; later the API). "" = HTTP off.
+listen = "0.0.0.0:8080"
+# Address for HTTPS. Absent or "" = HTTPS off.
+# tls_listen = "0.0.0.0:8443"
+# PEM certificate chain and private key for HTTPS. Give both or neither; with neither,
+# HTTPS uses the self-signed certificate in <data_dir>/tls/ (shared with RTMPS).
+# tls_cert = "/etc/zerocast/cert.pem"
+# tls_key = "/etc/zerocast/key.pem"
+# Largest request head (request line and headers) accepted, in bytes; larger ones get 431.
+max_header_bytes = 16384
+# Most headers in one request; more get 431.
+max_headers = 64
+# Time a client has to send a complete request head once it started one.
+header_timeout = "10s"
+# A keep-alive connection with no request in progress is closed after this long.
+idle_timeout = "60s"
+
+[hls]
+# Package every live stream as LL-HLS at /hls/NAME/index.m3u8.
+enabled = true
+# Segments are cut at the first video keyframe after this long.
+segment_duration = "2s"
+# Target duration of the partial segments (EXT-X-PART); 50ms..=segment_duration.
+part_duration = "200ms"
+# Complete segments kept in memory and listed in the playlist, per stream.
+window = 10
+# How long the playlist of a stream that ended stays available (with EXT-X-ENDLIST).
+ended_retention = "60s"
+
+[recording]
+# Record every stream unless the stream itself says otherwise (`zerocast streams create --record`).
+record = false
+# "fmp4" (fragmented MP4, one fragment per segment) or "flv".
+format = "fmp4"
+# Recordings go to <data_dir>/recordings/NAME/YYYYMMDD-HHMMSS.<ext>.
+# A recording starts a new fragment at the first video keyframe after this long.
+fragment_duration = "2s"
+# Bytes waiting for the disk, over all recordings; a recording whose writes cannot keep up
+# beyond this is stopped with a logged reason (the live stream goes on).
+max_queued_bytes = "64MiB"
+
 [auth]
 # Who may publish. "keys": the RTMP stream key must be a stored stream's key
 # (see `zerocast streams create`). "open": anyone may publish, and the key is the stream name.
@@ -134,6 +176,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[rtmp]`: the RTMP and RTMPS listeners.
     pub rtmp: RtmpConfig,
+    /// `[http]`: the HTTP(S) server.
+    pub http: HttpConfig,
+    /// `[hls]`: LL-HLS packaging.
+    pub hls: HlsConfig,
+    /// `[recording]`: recordings to disk.
+    pub recording: RecordingConfig,
     /// `[auth]`: who may publish.
     pub auth: AuthConfig,
     /// `[streams]`: stream behaviour.
@@ -211,6 +259,117 @@ impl Default for RtmpConfig {
             max_amf_string: 65536,
             window_ack_size: 2_500_000,
             audio_coalesce: Duration::from_millis(40),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Plain HTTP listen address; `None` = off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// HTTPS listen address; `None` = off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Largest request head, in bytes.
+    #[serde(deserialize_with = "size_usize")]
+    pub max_header_bytes: usize,
+    /// Most headers in one request.
+    pub max_headers: usize,
+    /// Time allowed for a request head once started.
+    #[serde(deserialize_with = "duration")]
+    pub header_timeout: Duration,
+    /// Keep-alive idle time before the connection is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            tls_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `[hls]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HlsConfig {
+    /// Whether live streams are packaged.
+    pub enabled: bool,
+    /// Segment length (cut at the next keyframe).
+    #[serde(deserialize_with = "duration")]
+    pub segment_duration: Duration,
+    /// Partial segment target length.
+    #[serde(deserialize_with = "duration")]
+    pub part_duration: Duration,
+    /// Complete segments kept per stream.
+    pub window: usize,
+    /// How long an ended stream's playlist stays.
+    #[serde(deserialize_with = "duration")]
+    pub ended_retention: Duration,
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            segment_duration: Duration::from_secs(2),
+            part_duration: Duration::from_millis(200),
+            window: 10,
+            ended_retention: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Container of recordings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingFormat {
+    /// Fragmented MP4, one fragment per segment.
+    #[default]
+    Fmp4,
+    /// FLV tags as they travel over RTMP.
+    Flv,
+}
+
+/// `[recording]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Default for streams that do not say.
+    pub record: bool,
+    /// Container.
+    pub format: RecordingFormat,
+    /// Fragment length (cut at the next keyframe).
+    #[serde(deserialize_with = "duration")]
+    pub fragment_duration: Duration,
+    /// Bytes queued for the disk over all recordings.
+    #[serde(deserialize_with = "size_usize")]
+    pub max_queued_bytes: usize,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            record: false,
+            format: RecordingFormat::Fmp4,
+            fragment_duration: Duration::from_secs(2),
+            max_queued_bytes: 64 * MIB as usize,
         }
     }
 }
@@ -432,7 +591,83 @@ impl Config {
                 format!("{} is also rtmp.listen", r.listen),
             ));
         }
+        let h = &self.http;
+        match (&h.tls_cert, &h.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "http.tls_key",
+                    "tls_cert is set, so tls_key must be too".to_owned(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.tls_cert",
+                    "tls_key is set, so tls_cert must be too".to_owned(),
+                ))
+            }
+            _ => {}
+        }
+        if h.tls_listen.is_some() && h.tls_listen == h.listen {
+            return Err(invalid("http.tls_listen", "is also http.listen".to_owned()));
+        }
+        // hyper cannot buffer less than 8 KiB; 1 MiB of headers is no legitimate request.
+        if !(8192..=1 << 20).contains(&h.max_header_bytes) {
+            return Err(invalid(
+                "http.max_header_bytes",
+                format!("{} is outside 8192..=1048576", h.max_header_bytes),
+            ));
+        }
+        if !(1..=1024).contains(&h.max_headers) {
+            return Err(invalid(
+                "http.max_headers",
+                format!("{} is outside 1..=1024", h.max_headers),
+            ));
+        }
+        let hls = &self.hls;
+        if hls.part_duration < Duration::from_millis(50) || hls.part_duration > hls.segment_duration
+        {
+            return Err(invalid(
+                "hls.part_duration",
+                format!(
+                    "{:?} is outside 50ms..=hls.segment_duration ({:?})",
+                    hls.part_duration, hls.segment_duration
+                ),
+            ));
+        }
+        if hls.segment_duration > Duration::from_secs(60) {
+            return Err(invalid(
+                "hls.segment_duration",
+                format!("{:?} is longer than 60s", hls.segment_duration),
+            ));
+        }
+        if !(3..=1000).contains(&hls.window) {
+            return Err(invalid(
+                "hls.window",
+                format!("{} is outside 3..=1000 segments", hls.window),
+            ));
+        }
+        let rec = &self.recording;
+        if rec.fragment_duration.is_zero() || rec.fragment_duration > Duration::from_secs(60) {
+            return Err(invalid(
+                "recording.fragment_duration",
+                format!("{:?} is outside (0s, 60s]", rec.fragment_duration),
+            ));
+        }
         let l = &self.limits;
+        for (key, value) in [
+            ("http.header_timeout", h.header_timeout),
+            ("http.idle_timeout", h.idle_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be longer than zero".to_owned()));
+            }
+        }
+        if rec.max_queued_bytes == 0 {
+            return Err(invalid(
+                "recording.max_queued_bytes",
+                "must be at least 1".to_owned(),
+            ));
+        }
         for (key, value) in [
             ("limits.gop_cache_bytes", l.gop_cache_bytes),
             ("limits.viewer_queue_bytes", l.viewer_queue_bytes),

@@ -7,10 +7,13 @@
 pub mod banner;
 pub mod cli;
 pub mod config;
+pub mod hls;
+pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod logging;
 pub mod outbox;
+pub mod recording;
 pub mod rt;
 pub mod rtmp_conn;
 pub mod server;

@@ -382,17 +382,19 @@ impl Conn {
         }
         // The key is secret: never log `raw_name`.
         let key = strip_query(raw_name);
-        let name = match self.shard.cfg.auth.publish {
+        let record_default = self.shard.cfg.recording.record;
+        // `record`: the stream's own flag, else `recording.record`.
+        let (name, record) = match self.shard.cfg.auth.publish {
             PublishAuth::Open => {
                 if crate::store::validate_name(key).is_err() {
                     self.session
                         .reject_publish(stream_id, BAD_NAME, "invalid stream name");
                     return Some(End::Refused);
                 }
-                key.to_owned()
+                (key.to_owned(), record_default)
             }
             PublishAuth::Keys => match self.shard.store.authorize_publish(key.to_owned()).await {
-                Ok(Some(name)) => name,
+                Ok(Some(grant)) => (grant.name, grant.record.unwrap_or(record_default)),
                 Ok(None) => {
                     warn!(conn = self.id, peer = %self.transport.peer_addr(), "publish refused: invalid stream key");
                     self.session
@@ -418,8 +420,12 @@ impl Conn {
             return Some(End::Refused);
         };
         let origin = self.shard.start_origin(&name, generation);
+        if record {
+            let mut o = origin.borrow_mut();
+            o.recording = Some(self.shard.recorder.sink(o.name.clone()));
+        }
         self.session.accept_publish(stream_id);
-        info!(conn = self.id, stream = %name, shard = self.shard.id, generation, peer = %self.transport.peer_addr(), "publishing");
+        info!(conn = self.id, stream = %name, shard = self.shard.id, generation, record, peer = %self.transport.peer_addr(), "publishing");
         self.set_up = true;
         self.publishing = Some(Publishing {
             stream_id,

@@ -14,11 +14,12 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::limits::{ConnectionLimits, Refusal};
+use crate::recording::{spawn_recorder_thread, Recorder};
 use crate::rt::{self, TcpListener};
 use crate::shard::{MeshMsg, Shard, MESH_CHANNEL_CAPACITY};
 use crate::store::{spawn_store_thread, Store, StoreHandle};
 use crate::transport::Transport;
-use crate::{rtmp_conn, tls};
+use crate::{http, rtmp_conn, tls};
 
 /// Memory each shard registers with io_uring. It is locked memory (RLIMIT_MEMLOCK, often
 /// 8 MiB per process in containers), and the engine does no file I/O through it, so keep it
@@ -50,6 +51,9 @@ pub enum ServeError {
     /// RTMPS could not be set up.
     #[error("RTMPS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// The HTTPS certificate or key could not be used.
+    #[error("HTTPS: {0}")]
+    HttpTls(tls::TlsError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -58,6 +62,7 @@ pub enum ServeError {
 /// What a shard hands back when it stops.
 struct ShardReport {
     latency: Histogram<u64>,
+    hls_latency: Histogram<u64>,
     dropped: u64,
 }
 
@@ -65,7 +70,9 @@ struct ShardReport {
 struct Shared {
     cfg: Arc<Config>,
     store: StoreHandle,
+    recorder: Recorder,
     tls: Option<Arc<rustls::ServerConfig>>,
+    http_tls: Option<Arc<rustls::ServerConfig>>,
     limits: Arc<ConnectionLimits>,
     stop: Arc<AtomicBool>,
     next_conn_id: AtomicU64,
@@ -80,6 +87,8 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
     for addr in [
         Some(&mut config.rtmp.listen),
         config.rtmp.tls_listen.as_mut(),
+        config.http.listen.as_mut(),
+        config.http.tls_listen.as_mut(),
     ]
     .into_iter()
     .flatten()
@@ -94,19 +103,42 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
         }
     }
     let tls = match config.rtmp.tls_listen {
-        Some(_) => Some(tls::server_config(&config.rtmp, &config.server.data_dir)?),
+        Some(_) => Some(tls::server_config(
+            config.rtmp.tls_cert.as_deref(),
+            config.rtmp.tls_key.as_deref(),
+            &config.server.data_dir,
+            &[],
+        )?),
+        None => None,
+    };
+    let http_tls = match config.http.tls_listen {
+        Some(_) => Some(
+            tls::server_config(
+                config.http.tls_cert.as_deref(),
+                config.http.tls_key.as_deref(),
+                &config.server.data_dir,
+                &[b"http/1.1"],
+            )
+            .map_err(ServeError::HttpTls)?,
+        ),
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(stop.clone())?;
+    let store = spawn_store_thread(store);
+    // Next to the store thread: recordings are indexed through it.
+    let (recorder, recorder_thread) =
+        spawn_recorder_thread(&config.recording, &config.server.data_dir, store.clone());
     let shared = Arc::new(Shared {
         limits: ConnectionLimits::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
         ),
         cfg: Arc::new(config),
-        store: spawn_store_thread(store),
+        store,
+        recorder,
         tls,
+        http_tls,
         stop: stop.clone(),
         next_conn_id: AtomicU64::new(1),
     });
@@ -144,12 +176,14 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
     }
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
         .expect("constant histogram bounds are valid");
+    let mut hls_latency = latency.clone();
     let mut dropped = 0;
     let mut first_error = None;
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(report)) => {
                 let _ = latency.add(&report.latency);
+                let _ = hls_latency.add(&report.hls_latency);
                 dropped += report.dropped;
             }
             Ok(Err(e)) => {
@@ -163,11 +197,23 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
             }
         }
     }
+    // After the shards (their last fragments are queued), before the store (it indexes them).
+    recorder_thread.stop();
     shared.store.shutdown();
     if let Some(e) = first_error {
         return Err(e);
     }
     print_latency(&latency, dropped);
+    if !hls_latency.is_empty() {
+        info!(
+            parts = hls_latency.len(),
+            p50_us = hls_latency.value_at_quantile(0.50),
+            p90_us = hls_latency.value_at_quantile(0.90),
+            p99_us = hls_latency.value_at_quantile(0.99),
+            max_us = hls_latency.max(),
+            "LL-HLS ingest-to-part latency (oldest frame of a part entering the engine until the part can be served)"
+        );
+    }
     info!("stopped");
     Ok(())
 }
@@ -273,46 +319,51 @@ async fn run_shard(
     } else {
         (None, None)
     };
-    let shard = Shard::new(id, count, shared.cfg.clone(), shared.store.clone(), senders);
+    let shard = Shard::new(
+        id,
+        count,
+        shared.cfg.clone(),
+        shared.store.clone(),
+        shared.recorder.clone(),
+        senders,
+    );
     if let Some(r) = receivers {
         shard.start_mesh_receivers(r);
     }
     let cfg = &shared.cfg;
-    let plain = TcpListener::bind(cfg.rtmp.listen).map_err(|source| ServeError::Bind {
-        addr: cfg.rtmp.listen,
-        source,
-    });
-    let tls_listener = match (cfg.rtmp.tls_listen, &shared.tls) {
-        (Some(addr), Some(tls)) => Some((
-            TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source }),
-            tls.clone(),
-        )),
-        _ => None,
-    };
-    let plain = match plain {
-        Ok(l) => l,
-        Err(e) => {
-            shared.stop.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
-    };
-    if id == 0 {
-        info!(addr = %cfg.rtmp.listen, shards = count, "RTMP listening");
-    }
-    rt::spawn(accept_loop(shard.clone(), shared.clone(), plain, None));
-    if let Some((l, tls)) = tls_listener {
-        match l {
-            Ok(l) => {
-                if id == 0 {
-                    info!(addr = ?cfg.rtmp.tls_listen, "RTMPS listening");
-                }
-                rt::spawn(accept_loop(shard.clone(), shared.clone(), l, Some(tls)));
-            }
-            Err(e) => {
+    shard.hls.start_sweeper(shard.shutdown.clone());
+    let listeners = [
+        (Some(cfg.rtmp.listen), Service::Rtmp(None), "RTMP"),
+        (
+            cfg.rtmp.tls_listen,
+            Service::Rtmp(shared.tls.clone()),
+            "RTMPS",
+        ),
+        (cfg.http.listen, Service::Http(None), "HTTP"),
+        (
+            cfg.http.tls_listen,
+            Service::Http(shared.http_tls.clone()),
+            "HTTPS",
+        ),
+    ];
+    for (addr, service, what) in listeners {
+        let Some(addr) = addr else { continue };
+        let listener = match TcpListener::bind(addr) {
+            Ok(l) => l,
+            Err(source) => {
                 shared.stop.store(true, Ordering::SeqCst);
-                return Err(e);
+                return Err(ServeError::Bind { addr, source });
             }
+        };
+        if id == 0 {
+            info!(%addr, shards = count, "{what} listening");
         }
+        rt::spawn(accept_loop(
+            shard.clone(),
+            shared.clone(),
+            listener,
+            service,
+        ));
     }
     // The signal thread sets a flag; each shard turns it into its own local event.
     while !shared.stop.load(Ordering::SeqCst) {
@@ -333,15 +384,23 @@ async fn run_shard(
     let stats = shard.stats.borrow();
     Ok(ShardReport {
         latency: stats.rtmp_egress_latency_us.clone(),
+        hls_latency: stats.hls_part_latency_us.clone(),
         dropped: stats.viewer_dropped_frames,
     })
+}
+
+/// What a listener serves, with its TLS configuration when it is the TLS variant.
+#[derive(Clone)]
+enum Service {
+    Rtmp(Option<Arc<rustls::ServerConfig>>),
+    Http(Option<Arc<rustls::ServerConfig>>),
 }
 
 async fn accept_loop(
     shard: Rc<Shard>,
     shared: Arc<Shared>,
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    service: Service,
 ) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -372,24 +431,34 @@ async fn accept_loop(
                 continue;
             }
         };
-        let transport = match &tls {
-            None => Transport::Plain(conn),
-            Some(cfg) => match Transport::tls(conn, cfg.clone()) {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!(%peer, "TLS session could not start: {e}");
-                    continue;
-                }
-            },
-        };
         let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let shard2 = shard.clone();
         shard.connections.set(shard.connections.get() + 1);
-        rt::spawn(async move {
-            rtmp_conn::serve(shard2.clone(), transport, id).await;
-            shard2.connections.set(shard2.connections.get() - 1);
-            drop(guard);
-        });
+        match service.clone() {
+            Service::Rtmp(tls) => {
+                let transport = match tls {
+                    None => Transport::Plain(conn),
+                    Some(cfg) => match Transport::tls(conn, cfg) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            warn!(%peer, "TLS session could not start: {e}");
+                            shard.connections.set(shard.connections.get() - 1);
+                            continue;
+                        }
+                    },
+                };
+                rt::spawn(async move {
+                    rtmp_conn::serve(shard2.clone(), transport, id).await;
+                    shard2.connections.set(shard2.connections.get() - 1);
+                    drop(guard);
+                });
+            }
+            Service::Http(tls) => rt::spawn(async move {
+                http::serve(shard2.clone(), conn, tls).await;
+                shard2.connections.set(shard2.connections.get() - 1);
+                drop(guard);
+            }),
+        }
     }
 }
 

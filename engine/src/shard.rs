@@ -22,6 +22,8 @@ use tracing::{debug, info, warn};
 use zerocast_codecs::MediaKind;
 
 use crate::config::Config;
+use crate::hls::{HlsShard, StreamPackager};
+use crate::recording::{Recorder, RecordingSink};
 use crate::rt::{self, LocalEvent};
 use crate::store::StoreHandle;
 use crate::stream::{MediaItem, StreamMedia, Viewer};
@@ -109,6 +111,13 @@ pub enum MeshMsg {
         /// The item.
         item: MediaItem,
     },
+    /// From an origin to every other shard: LL-HLS updates of a stream, in order.
+    Hls {
+        /// Stream name.
+        name: Arc<str>,
+        /// The updates.
+        updates: Vec<zerocast_hls::HlsUpdate>,
+    },
     /// From an origin to a mirror: the stream ended.
     End {
         /// Stream name.
@@ -142,6 +151,10 @@ pub struct Origin {
     pub kick: LocalEvent,
     /// Frames not forwarded to a mirror because its channel was full.
     pub mirror_drops: u64,
+    /// The LL-HLS packager, when `hls.enabled`.
+    hls: Option<StreamPackager>,
+    /// The recording, when this stream records.
+    pub recording: Option<RecordingSink>,
 }
 
 /// This shard's copy of a stream published on another shard.
@@ -169,6 +182,9 @@ pub struct ShardStats {
     pub rtmp_egress_latency_us: Histogram<u64>,
     /// Frames dropped for slow viewers.
     pub viewer_dropped_frames: u64,
+    /// Ingest-to-part-available latency of LL-HLS, microseconds (the oldest frame of a part
+    /// entered the engine until the part could be served), on the origin shard.
+    pub hls_part_latency_us: Histogram<u64>,
 }
 
 impl ShardStats {
@@ -178,6 +194,8 @@ impl ShardStats {
             rtmp_egress_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("constant histogram bounds are valid"),
             viewer_dropped_frames: 0,
+            hls_part_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("constant histogram bounds are valid"),
         }
     }
 }
@@ -192,12 +210,16 @@ pub struct Shard {
     pub cfg: Arc<Config>,
     /// Access to the stream database.
     pub store: StoreHandle,
+    /// The recorder thread, for streams that record.
+    pub recorder: Recorder,
     /// Set when the process is stopping.
     pub shutdown: LocalEvent,
     /// Measurements.
     pub stats: RefCell<ShardStats>,
     /// Open connections on this shard.
     pub connections: Cell<usize>,
+    /// LL-HLS windows of every packaged stream (replicated on every shard).
+    pub hls: Rc<HlsShard>,
     senders: Option<Senders<MeshMsg>>,
     origins: RefCell<HashMap<Arc<str>, Rc<RefCell<Origin>>>>,
     mirrors: RefCell<HashMap<Arc<str>, Rc<RefCell<Mirror>>>>,
@@ -215,13 +237,17 @@ impl Shard {
         count: usize,
         cfg: Arc<Config>,
         store: StoreHandle,
+        recorder: Recorder,
         senders: Option<Senders<MeshMsg>>,
     ) -> Rc<Self> {
+        let hls = Rc::new(HlsShard::new(&cfg.hls));
         Rc::new(Shard {
             id,
             count,
+            hls,
             cfg,
             store,
+            recorder,
             shutdown: LocalEvent::new(),
             stats: RefCell::new(ShardStats::new()),
             connections: Cell::new(0),
@@ -331,6 +357,8 @@ impl Shard {
             mirrors: Vec::new(),
             kick: LocalEvent::new(),
             mirror_drops: 0,
+            hls: self.hls.enabled().then(|| self.hls.packager(&name)),
+            recording: None,
         }));
         if let Some(old) = self
             .origins
@@ -356,6 +384,14 @@ impl Shard {
         let mut o = origin.borrow_mut();
         if !o.media.apply(&item) {
             return;
+        }
+        let o = &mut *o;
+        if let Some(packager) = o.hls.as_mut() {
+            let updates = packager.on_item(&o.name, &item, o.media.tracks());
+            self.publish_hls(&o.name, updates);
+        }
+        if let Some(recording) = o.recording.as_mut() {
+            recording.push(&item);
         }
         if o.mirrors.is_empty() {
             return;
@@ -384,11 +420,50 @@ impl Shard {
         o.mirror_drops += drops;
     }
 
+    /// Applies LL-HLS updates here and sends them to every other shard's replica.
+    fn publish_hls(&self, name: &Arc<str>, updates: Vec<zerocast_hls::HlsUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        self.hls.apply(name, &updates);
+        let now = std::time::Instant::now();
+        {
+            let mut stats = self.stats.borrow_mut();
+            for u in &updates {
+                if let zerocast_hls::HlsUpdate::Part { first_ingest, .. } = u {
+                    let us = now.saturating_duration_since(*first_ingest).as_micros();
+                    let _ = stats
+                        .hls_part_latency_us
+                        .record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+                }
+            }
+        }
+        for to in (0..self.count).filter(|&s| s != self.id) {
+            let msg = MeshMsg::Hls {
+                name: name.clone(),
+                updates: updates.clone(),
+            };
+            if !self.try_send_media(to, msg) {
+                // A shard too busy to drain 4096 messages: its replica of this stream stops
+                // here and serves what it has (requests for newer parts time out) until the
+                // next publish. Rare, and visible in the log.
+                warn!(shard = to, stream = %name, "LL-HLS update dropped: mesh channel full");
+            }
+        }
+    }
+
     /// Ends a stream: local viewers, mirrors and the arbiter are told.
     pub fn end_origin(self: &Rc<Self>, origin: &Rc<RefCell<Origin>>) {
         let (name, generation, mirrors) = {
             let mut o = origin.borrow_mut();
             o.media.end();
+            if let Some(mut recording) = o.recording.take() {
+                recording.finish();
+            }
+            if let Some(mut packager) = o.hls.take() {
+                let updates = packager.end();
+                self.publish_hls(&o.name, updates);
+            }
             let mirrors: Vec<usize> = o.mirrors.drain(..).map(|l| l.shard).collect();
             (o.name.clone(), o.generation, mirrors)
         };
@@ -647,6 +722,7 @@ impl Shard {
                     }
                 }
             }
+            MeshMsg::Hls { name, updates } => self.hls.apply(&name, &updates),
             MeshMsg::End { name, generation } => {
                 let mut mirrors = self.mirrors.borrow_mut();
                 if mirrors

@@ -37,11 +37,30 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const QUEUE_CAPACITY: usize = 1024;
 
 /// Schema migrations; entry `i` takes `user_version` from `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &["CREATE TABLE streams (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE streams (
         name       TEXT    NOT NULL PRIMARY KEY,
         key        TEXT    NOT NULL UNIQUE,
         created_at INTEGER NOT NULL
-    ) STRICT;"];
+    ) STRICT;",
+    // `record`: 1 or 0 for the stream's own choice, NULL to follow `recording.record`.
+    // `recordings` has no foreign key to `streams`: with `auth.publish = open` a stream need
+    // not be stored, and deleting a stream keeps its recordings listed.
+    "ALTER TABLE streams ADD COLUMN record INTEGER;
+    CREATE TABLE recordings (
+        id          INTEGER PRIMARY KEY,
+        stream      TEXT    NOT NULL,
+        path        TEXT    NOT NULL UNIQUE,
+        format      TEXT    NOT NULL,
+        started_at  INTEGER NOT NULL,
+        ended_at    INTEGER,
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        bytes       INTEGER NOT NULL DEFAULT 0,
+        status      TEXT    NOT NULL,
+        reason      TEXT
+    ) STRICT;
+    CREATE INDEX recordings_by_stream ON recordings (stream, started_at);",
+];
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +136,86 @@ impl fmt::Debug for StreamRecord {
             .field("created_at", &self.created_at)
             .finish()
     }
+}
+
+/// What [`Store::authorize_publish`] grants: the stream and whether it records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishGrant {
+    /// The stream's public name.
+    pub name: String,
+    /// The stream's own recording choice; `None` follows `recording.record`.
+    pub record: Option<bool>,
+}
+
+/// Where a recording stands, as kept in the `recordings` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingStatus {
+    /// Being written; after a crash, the row describes the last completed fragment.
+    Recording,
+    /// Finished and closed cleanly.
+    Complete,
+    /// Stopped by an error (a write error, a disk that could not keep up); the file plays up
+    /// to its last completed fragment.
+    Failed,
+    /// Found still `recording` when the server started: the previous process died.
+    Interrupted,
+}
+
+impl RecordingStatus {
+    /// The value stored in the database and printed by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingStatus::Recording => "recording",
+            RecordingStatus::Complete => "complete",
+            RecordingStatus::Failed => "failed",
+            RecordingStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One row of the recordings index. `path` identifies the row: an update with the same path
+/// replaces the counters, so updates may arrive late or twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingRow {
+    /// Stream name.
+    pub stream: String,
+    /// The file, absolute when the data directory could be resolved.
+    pub path: String,
+    /// `fmp4` or `flv`.
+    pub format: String,
+    /// When the file was opened, unix seconds.
+    pub started_at: i64,
+    /// When it was closed, unix seconds; `None` while it is written (or after a crash).
+    pub ended_at: Option<i64>,
+    /// Media time in the file, milliseconds (completed fragments only).
+    pub duration_ms: i64,
+    /// Bytes in the file (completed fragments only).
+    pub bytes: i64,
+    /// Where it stands.
+    pub status: RecordingStatus,
+    /// Why it ended, when it did.
+    pub reason: Option<String>,
+}
+
+fn row_to_recording(row: &rusqlite::Row<'_>) -> rusqlite::Result<RecordingRow> {
+    let status: String = row.get(7)?;
+    let status = match status.as_str() {
+        "complete" => RecordingStatus::Complete,
+        "failed" => RecordingStatus::Failed,
+        "interrupted" => RecordingStatus::Interrupted,
+        _ => RecordingStatus::Recording,
+    };
+    Ok(RecordingRow {
+        stream: row.get(0)?,
+        path: row.get(1)?,
+        format: row.get(2)?,
+        started_at: row.get(3)?,
+        ended_at: row.get(4)?,
+        duration_ms: row.get(5)?,
+        bytes: row.get(6)?,
+        status,
+        reason: row.get(8)?,
+    })
 }
 
 /// Checks a stream name: 1 to 64 characters of `A-Z a-z 0-9 _ -`.
@@ -222,6 +321,16 @@ impl Store {
 
     /// Creates a stream with a fresh key.
     pub fn create_stream(&self, name: &str) -> Result<StreamRecord, StoreError> {
+        self.create_stream_recording(name, None)
+    }
+
+    /// Creates a stream with a fresh key and its `record` flag (`None`: follow
+    /// `recording.record`).
+    pub fn create_stream_recording(
+        &self,
+        name: &str,
+        recording: Option<bool>,
+    ) -> Result<StreamRecord, StoreError> {
         validate_name(name).map_err(|reason| StoreError::InvalidName {
             name: name.to_owned(),
             reason,
@@ -233,9 +342,9 @@ impl Store {
         };
         // One statement, so two concurrent creators cannot both succeed.
         let inserted = self.conn.execute(
-            "INSERT INTO streams (name, key, created_at) VALUES (?1, ?2, ?3)
+            "INSERT INTO streams (name, key, created_at, record) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (name) DO NOTHING",
-            params![record.name, record.key, record.created_at],
+            params![record.name, record.key, record.created_at, recording],
         )?;
         if inserted == 0 {
             return Err(StoreError::StreamExists(name.to_owned()));
@@ -316,19 +425,91 @@ impl Store {
     /// Reads every key and compares each with [`subtle::ConstantTimeEq`], without an SQL `WHERE`
     /// on the key and without stopping at a match, so response time does not depend on how much
     /// of a guess is right or where the matching row sits.
-    pub fn authorize_publish(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT name, key FROM streams")?;
+    ///
+    /// The grant also says whether the stream records (its `record` flag).
+    pub fn authorize_publish(&self, key: &str) -> Result<Option<PublishGrant>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, key, record FROM streams")?;
         let mut rows = stmt.query([])?;
         let mut found = None;
         while let Some(row) = rows.next()? {
             let name: String = row.get(0)?;
             let stored: String = row.get(1)?;
+            let record: Option<bool> = row.get(2)?;
             let equal: bool = stored.as_bytes().ct_eq(key.as_bytes()).into();
             if equal {
-                found = Some(name);
+                found = Some(PublishGrant { name, record });
             }
         }
         Ok(found)
+    }
+
+    /// Sets whether `name` records: `Some(true)`/`Some(false)`, or `None` to follow
+    /// `recording.record`.
+    pub fn set_record(&self, name: &str, record: Option<bool>) -> Result<(), StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE streams SET record = ?1 WHERE name = ?2",
+            params![record, name],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::StreamNotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The `record` flag of every stream, by name (`None`: follows `recording.record`).
+    pub fn record_flags(&self) -> Result<Vec<(String, Option<bool>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, record FROM streams ORDER BY created_at, name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Creates or updates the index row of the recording at `row.path`.
+    pub fn index_recording(&self, row: &RecordingRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO recordings
+                 (stream, path, format, started_at, ended_at, duration_ms, bytes, status, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (path) DO UPDATE SET
+                 ended_at = excluded.ended_at, duration_ms = excluded.duration_ms,
+                 bytes = excluded.bytes, status = excluded.status, reason = excluded.reason",
+            params![
+                row.stream,
+                row.path,
+                row.format,
+                row.started_at,
+                row.ended_at,
+                row.duration_ms,
+                row.bytes,
+                row.status.as_str(),
+                row.reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Recordings, oldest first; only those of `stream` when given.
+    pub fn recordings(&self, stream: Option<&str>) -> Result<Vec<RecordingRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT stream, path, format, started_at, ended_at, duration_ms, bytes, status, reason
+             FROM recordings WHERE ?1 IS NULL OR stream = ?1 ORDER BY started_at, id",
+        )?;
+        let rows = stmt.query_map([stream], row_to_recording)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks recordings still `recording` as `interrupted`: called when a server starts, so they
+    /// are those a previous process left when it died. Returns how many there were.
+    pub fn mark_interrupted_recordings(&self) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE recordings SET status = 'interrupted',
+                 reason = 'the server stopped without closing it'
+             WHERE status = 'recording'",
+            [],
+        )?)
     }
 }
 
@@ -354,7 +535,12 @@ type Reply<T> = futures_channel::oneshot::Sender<Result<T, StoreError>>;
 enum Request {
     AuthorizePublish {
         key: String,
-        reply: Reply<Option<String>>,
+        reply: Reply<Option<PublishGrant>>,
+    },
+    IndexRecording {
+        row: RecordingRow,
+        /// `None`: nobody waits for the answer.
+        reply: Option<Reply<()>>,
     },
     Get {
         name: String,
@@ -413,6 +599,19 @@ fn serve_requests(store: &Store, rx: &flume::Receiver<Request>, stop: &AtomicBoo
             Request::Get { name, reply } => {
                 let _ = reply.send(store.get(&name));
             }
+            Request::IndexRecording { row, reply } => {
+                let result = store.index_recording(&row);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => {
+                        if let Err(e) = result {
+                            tracing::warn!(path = %row.path, "recordings index not updated: {e}");
+                        }
+                    }
+                }
+            }
             Request::Wake => {}
         }
     }
@@ -433,7 +632,7 @@ impl StoreHandle {
     }
 
     /// See [`Store::authorize_publish`].
-    pub async fn authorize_publish(&self, key: String) -> Result<Option<String>, StoreError> {
+    pub async fn authorize_publish(&self, key: String) -> Result<Option<PublishGrant>, StoreError> {
         self.call(|reply| Request::AuthorizePublish { key, reply })
             .await
     }
@@ -441,6 +640,36 @@ impl StoreHandle {
     /// See [`Store::get`].
     pub async fn get(&self, name: String) -> Result<Option<StreamRecord>, StoreError> {
         self.call(|reply| Request::Get { name, reply }).await
+    }
+
+    /// Queues an update of the recordings index ([`Store::index_recording`]) without waiting
+    /// for it: [`StoreError::Busy`] when the queue is full. For any thread or executor.
+    pub fn index_recording(&self, row: RecordingRow) -> Result<(), StoreError> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.tx
+            .try_send(Request::IndexRecording { row, reply: None })
+            .map_err(|e| match e {
+                flume::TrySendError::Full(_) => StoreError::Busy,
+                flume::TrySendError::Disconnected(_) => StoreError::Closed,
+            })
+    }
+
+    /// Updates the recordings index and blocks until the row is written. For plain threads
+    /// only (the recorder's last word on a file), never for a shard.
+    pub fn index_recording_blocking(&self, row: RecordingRow) -> Result<(), StoreError> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, answer) = futures_channel::oneshot::channel();
+        self.tx
+            .send(Request::IndexRecording {
+                row,
+                reply: Some(reply),
+            })
+            .map_err(|_| StoreError::Closed)?;
+        futures_lite::future::block_on(answer).map_err(|_canceled| StoreError::Closed)?
     }
 
     /// Asks the store thread to stop after its current request. Returns at once; later calls on
@@ -530,14 +759,9 @@ mod tests {
         let (_dir, store) = temp_store();
         let a = store.create_stream("a").unwrap();
         let b = store.create_stream("b").unwrap();
-        assert_eq!(
-            store.authorize_publish(&a.key).unwrap().as_deref(),
-            Some("a")
-        );
-        assert_eq!(
-            store.authorize_publish(&b.key).unwrap().as_deref(),
-            Some("b")
-        );
+        let name = |key: &str| store.authorize_publish(key).unwrap().map(|g| g.name);
+        assert_eq!(name(&a.key).as_deref(), Some("a"));
+        assert_eq!(name(&b.key).as_deref(), Some("b"));
         assert_eq!(store.authorize_publish("a").unwrap(), None);
         assert_eq!(store.authorize_publish("").unwrap(), None);
         let mut wrong = a.key.clone();
@@ -605,12 +829,11 @@ mod tests {
         let other = handle.clone();
         futures_lite::future::block_on(async {
             assert_eq!(
-                handle
-                    .authorize_publish(r.key.clone())
-                    .await
-                    .unwrap()
-                    .as_deref(),
-                Some("live")
+                handle.authorize_publish(r.key.clone()).await.unwrap(),
+                Some(PublishGrant {
+                    name: "live".into(),
+                    record: None
+                })
             );
             assert_eq!(other.authorize_publish("nope".into()).await.unwrap(), None);
             assert_eq!(handle.get("live".into()).await.unwrap(), Some(r.clone()));
@@ -621,5 +844,110 @@ mod tests {
                 Err(StoreError::Closed)
             ));
         });
+    }
+
+    #[test]
+    fn version_1_databases_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO streams (name, key, created_at) VALUES ('old', 'k', 1)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        let grant = store.authorize_publish("k").unwrap().unwrap();
+        assert_eq!((grant.name.as_str(), grant.record), ("old", None));
+        assert!(store.recordings(None).unwrap().is_empty());
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn record_flags() {
+        let (_dir, store) = temp_store();
+        let a = store.create_stream_recording("a", Some(true)).unwrap();
+        let b = store.create_stream("b").unwrap();
+        assert_eq!(
+            store.authorize_publish(&a.key).unwrap().unwrap().record,
+            Some(true)
+        );
+        assert_eq!(
+            store.authorize_publish(&b.key).unwrap().unwrap().record,
+            None
+        );
+        store.set_record("b", Some(false)).unwrap();
+        store.set_record("a", None).unwrap();
+        assert_eq!(
+            store.record_flags().unwrap(),
+            [("a".to_owned(), None), ("b".to_owned(), Some(false))]
+        );
+        assert!(matches!(
+            store.set_record("zz", Some(true)),
+            Err(StoreError::StreamNotFound(_))
+        ));
+    }
+
+    fn row(stream: &str, path: &str, started_at: i64) -> RecordingRow {
+        RecordingRow {
+            stream: stream.into(),
+            path: path.into(),
+            format: "fmp4".into(),
+            started_at,
+            ended_at: None,
+            duration_ms: 0,
+            bytes: 100,
+            status: RecordingStatus::Recording,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn recordings_index() {
+        let (_dir, store) = temp_store();
+        store.index_recording(&row("a", "/r/a/1.mp4", 10)).unwrap();
+        store.index_recording(&row("b", "/r/b/1.mp4", 11)).unwrap();
+        let mut done = row("a", "/r/a/1.mp4", 10);
+        (done.duration_ms, done.bytes) = (20_000, 5_000_000);
+        (done.ended_at, done.status) = (Some(30), RecordingStatus::Complete);
+        done.reason = Some("stream ended".into());
+        store.index_recording(&done).unwrap();
+        store.index_recording(&row("a", "/r/a/2.mp4", 40)).unwrap();
+        let all = store.recordings(None).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0], done);
+        let a = store.recordings(Some("a")).unwrap();
+        assert_eq!(
+            a.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["/r/a/1.mp4", "/r/a/2.mp4"]
+        );
+        assert_eq!(store.mark_interrupted_recordings().unwrap(), 2);
+        let a = store.recordings(Some("a")).unwrap();
+        assert_eq!(a[0].status, RecordingStatus::Complete);
+        assert_eq!(a[1].status, RecordingStatus::Interrupted);
+    }
+
+    #[test]
+    fn index_updates_through_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = spawn_store_thread(Store::open(dir.path()).unwrap());
+        handle.index_recording(row("s", "/r/s/1.mp4", 1)).unwrap();
+        let mut last = row("s", "/r/s/1.mp4", 1);
+        last.status = RecordingStatus::Complete;
+        handle.index_recording_blocking(last.clone()).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.recordings(Some("s")).unwrap(), [last]);
+        handle.shutdown();
+        assert!(matches!(
+            handle.index_recording_blocking(row("s", "/x", 1)),
+            Err(StoreError::Closed)
+        ));
     }
 }

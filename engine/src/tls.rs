@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use tracing::warn;
 
-use crate::config::RtmpConfig;
-
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -37,14 +35,17 @@ pub enum TlsError {
     Generate(String),
 }
 
-/// Builds the RTMPS server configuration from `rtmp.tls_cert`/`rtmp.tls_key`, or from a
-/// self-signed certificate generated once into `data_dir/tls/` when neither is set.
+/// Builds a TLS server configuration from a PEM certificate chain and key (`tls_cert` and
+/// `tls_key` of `[rtmp]` or `[http]`), or from a self-signed certificate generated once into
+/// `data_dir/tls/` when neither is given. `alpn` lists the protocols offered (empty for RTMPS).
 pub fn server_config(
-    rtmp: &RtmpConfig,
+    cert: Option<&Path>,
+    key: Option<&Path>,
     data_dir: &Path,
+    alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let (cert_path, key_path) = match (&rtmp.tls_cert, &rtmp.tls_key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone()),
+    let (cert_path, key_path) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_owned(), k.to_owned()),
         _ => self_signed(data_dir)?,
     };
     let certs = {
@@ -81,10 +82,11 @@ pub fn server_config(
             })?
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

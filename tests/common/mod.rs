@@ -13,6 +13,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+pub mod http;
+pub mod nginx;
+
 /// Path of the server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
 
@@ -218,6 +222,12 @@ pub struct ServerOpts {
     pub rtmp: Vec<String>,
     /// Extra `key = value` lines for `[streams]`.
     pub streams: Vec<String>,
+    /// Extra `key = value` lines for `[http]` (`listen` is set to a free port).
+    pub http: Vec<String>,
+    /// Extra `key = value` lines for `[hls]`.
+    pub hls: Vec<String>,
+    /// Extra `key = value` lines for `[recording]`.
+    pub recording: Vec<String>,
 }
 
 impl Default for ServerOpts {
@@ -230,6 +240,9 @@ impl Default for ServerOpts {
             limits: Vec::new(),
             rtmp: Vec::new(),
             streams: Vec::new(),
+            http: Vec::new(),
+            hls: Vec::new(),
+            recording: Vec::new(),
         }
     }
 }
@@ -241,6 +254,8 @@ pub struct Server {
     pub config: PathBuf,
     pub port: u16,
     pub tls_port: Option<u16>,
+    /// Plain HTTP port (LL-HLS, /healthz).
+    pub http_port: u16,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
     child: Option<Child>,
@@ -258,6 +273,7 @@ impl Server {
             .expect("tempdir");
         let port = free_port();
         let tls_port = opts.tls.then(free_port);
+        let http_port = free_port();
         let data = dir.path().join("data");
         let mut toml = String::new();
         toml += &format!(
@@ -272,6 +288,20 @@ impl Server {
         for l in &opts.rtmp {
             toml += l;
             toml += "\n";
+        }
+        toml += &format!("\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n");
+        for (section, lines) in [
+            ("http", &opts.http),
+            ("hls", &opts.hls),
+            ("recording", &opts.recording),
+        ] {
+            if section != "http" {
+                toml += &format!("\n[{section}]\n");
+            }
+            for l in lines {
+                toml += l;
+                toml += "\n";
+            }
         }
         toml += &format!("\n[auth]\npublish = {:?}\n\n", opts.publish);
         toml += "[streams]\n";
@@ -294,6 +324,7 @@ impl Server {
             config,
             port,
             tls_port,
+            http_port,
             child: None,
             exited: None,
             sent_term: false,
@@ -428,6 +459,32 @@ impl Server {
 
     pub fn publish_url(&self, key: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT/hls/NAME/index.m3u8`.
+    pub fn hls_url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/hls/{name}/index.m3u8", self.http_port)
+    }
+
+    /// Waits (bounded) until `/hls/NAME/media.m3u8` answers 200 with at least `segments`
+    /// complete segments; returns the playlist.
+    pub fn wait_hls(&self, name: &str, segments: usize, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let r = http::get(self.http_port, &format!("/hls/{name}/media.m3u8"));
+            if r.status == 200 && r.text().matches("#EXTINF:").count() >= segments {
+                return r.text();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no LL-HLS playlist with {segments} segments for {name} within {limit:?}: \
+                 last answer {} {}\n--- server stderr ---\n{}",
+                r.status,
+                r.text(),
+                tail(&self.log(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn play_url(&self, name: &str) -> String {

@@ -198,6 +198,88 @@ impl TcpConn {
     }
 }
 
+impl TcpConn {
+    /// Poll-style read into `buf`, for stream adapters (HTTP). The media path uses
+    /// [`TcpConn::read`], which avoids this copy.
+    pub fn poll_read_into(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let mut stream = self.stream.borrow_mut();
+        Pin::new(&mut *stream).poll_read(cx, buf)
+    }
+
+    /// Poll-style vectored write: one non-blocking `sendmsg` of up to [`MAX_IOVECS`] slices;
+    /// when the socket is full, waits for it to become writable. Returns how many bytes went.
+    pub fn poll_write_vectored(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        iov: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let iov = &iov[..iov.len().min(MAX_IOVECS)];
+        loop {
+            match send_vectored_nonblocking(self.fd, iov) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                other => return std::task::Poll::Ready(other),
+            }
+        }
+        // glommio's poll_write tries one plain send of the first slice and, when the socket is
+        // still full, registers for writability; it holds no data of ours in flight.
+        let head = iov
+            .iter()
+            .find(|s| !s.is_empty())
+            .map_or(&[][..], |s| &s[..]);
+        let mut stream = self.stream.borrow_mut();
+        Pin::new(&mut *stream).poll_write(cx, head)
+    }
+}
+
+impl AsyncRead for TcpConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        self.poll_read_into(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        TcpConn::poll_write_vectored(&self, cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        TcpConn::poll_write_vectored(&self, cx, bufs)
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        // Nothing is buffered here: every write went to the kernel.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.shutdown(Shutdown::Write);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// One non-blocking `sendmsg` of `iov`; never raises SIGPIPE.
 fn send_vectored_nonblocking(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix; `iov` and
