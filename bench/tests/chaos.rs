@@ -70,7 +70,7 @@ fn chaos_leaves_server_and_stream_intact() {
         &config,
         format!(
             "[server]\ndata_dir = {:?}\nshards = 2\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\
-             [auth]\npublish = \"open\"\n[limits]\nhandshake_timeout = \"3s\"\n[log]\nlevel = \"warn\"\n",
+             [http]\nlisten = \"\"\n[auth]\npublish = \"open\"\n[limits]\nhandshake_timeout = \"3s\"\n[log]\nlevel = \"warn\"\n",
             dir.path().join("data").display().to_string()
         ),
     )
