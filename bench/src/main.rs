@@ -9,12 +9,14 @@
 //! Modes: `fanout` (steps of N viewers against a running server), `latency` (1 publisher,
 //! 1 viewer, the full distribution), `compare` (starts zerocast and the peer servers one
 //! after the other, pinned, and writes a Markdown report), `smoke` (CI: starts zerocast and
-//! checks that frames flow) and `chaos`. See bench/README.md.
+//! checks that frames flow), `chaos` and `hls` (N LL-HLS clients doing blocking reloads). See
+//! bench/README.md.
 #![forbid(unsafe_code)]
 
 mod chaos;
 mod clip;
 mod fanout;
+mod hls;
 mod procstat;
 mod publisher;
 mod report;
@@ -57,6 +59,8 @@ enum Mode {
     Smoke(SmokeArgs),
     /// Fault injection between publisher, server and players.
     Chaos(chaos::ChaosArgs),
+    /// Steps of N LL-HLS clients doing blocking reloads: parts/s, requests/s, latency, CPU.
+    Hls(hls::HlsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
         Mode::Compare(a) => compare_mode(a),
         Mode::Smoke(a) => smoke_mode(a),
         Mode::Chaos(a) => chaos::run(a),
+        Mode::Hls(a) => hls::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
