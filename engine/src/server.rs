@@ -142,9 +142,7 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
         stop: stop.clone(),
         next_conn_id: AtomicU64::new(1),
     });
-    let cpus: Vec<usize> = glommio::CpuSet::online()
-        .map(|set| set.into_iter().map(|l| l.cpu).collect())
-        .unwrap_or_default();
+    let cpus = allowed_cpus();
     let mesh = MeshBuilder::<MeshMsg, _>::full(shards, MESH_CHANNEL_CAPACITY);
     let mut handles = Vec::with_capacity(shards);
     for id in 0..shards {
@@ -219,6 +217,58 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
 }
 
 /// The soft RLIMIT_MEMLOCK in bytes, from /proc (`None` when unlimited or unknown).
+/// The online CPUs this process may run on (`taskset`, cgroups), in ascending order, so shard
+/// `i` lands on the `i`-th allowed CPU. (glommio's `CpuSet::online()` is a hash set: its order
+/// changes between runs, and it ignores the affinity mask.)
+fn allowed_cpus() -> Vec<usize> {
+    let mut online: Vec<usize> = glommio::CpuSet::online()
+        .map(|set| set.into_iter().map(|l| l.cpu).collect())
+        .unwrap_or_default();
+    online.sort_unstable();
+    online.dedup();
+    let allowed = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|l| parse_cpu_list(l.trim()))
+        })
+        .unwrap_or_default();
+    if allowed.is_empty() {
+        return online;
+    }
+    let both: Vec<usize> = online
+        .iter()
+        .copied()
+        .filter(|c| allowed.contains(c))
+        .collect();
+    if both.is_empty() {
+        online
+    } else {
+        both
+    }
+}
+
+/// Parses a kernel CPU list such as `0-3,8,10-11`; malformed parts are skipped.
+fn parse_cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let range = match part.split_once('-') {
+            Some((a, b)) => a
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .zip(b.trim().parse::<usize>().ok()),
+            None => part.trim().parse::<usize>().ok().map(|c| (c, c)),
+        };
+        // 4096 CPUs bounds a malformed huge range.
+        if let Some((a, b)) = range.filter(|(a, b)| a <= b && *b < 4096) {
+            cpus.extend(a..=b);
+        }
+    }
+    cpus
+}
+
 fn memlock_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits
@@ -476,4 +526,16 @@ fn print_latency(h: &Histogram<u64>, dropped: u64) {
         dropped_frames = dropped,
         "RTMP ingest-to-egress latency (video frames, from entering the engine to the viewer's socket)"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list("1"), vec![1]);
+        assert_eq!(parse_cpu_list("x,2-1,0-999999,5"), vec![5]);
+    }
 }

@@ -18,10 +18,24 @@ pub struct TcpListener(glommio::net::TcpListener);
 
 impl TcpListener {
     /// Binds `addr` with SO_REUSEPORT.
+    ///
+    /// SO_REUSEADDR is set too (glommio's own `bind` sets only SO_REUSEPORT): without it a
+    /// restart fails while connections of the previous process linger in TIME_WAIT.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        glommio::net::TcpListener::bind(addr)
-            .map(TcpListener)
-            .map_err(io::Error::from)
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        let domain = socket2::Domain::for_address(addr);
+        let socket =
+            socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let fd = socket.into_raw_fd();
+        // SAFETY: `fd` is a listening TCP socket we own (just released by `into_raw_fd`), and
+        // glommio's listener takes sole ownership of it, as its own `bind` does.
+        Ok(TcpListener(unsafe {
+            glommio::net::TcpListener::from_raw_fd(fd)
+        }))
     }
 
     /// Waits for the next connection.
