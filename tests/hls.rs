@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use common::http::{get, request};
 use common::*;
 
-/// One `#EXT-X-PART` line.
+/// One `#EXT-X-PART` line: its position (segment, index within it) and the stream-global
+/// sequence number its URI spells.
 #[derive(Debug, Clone)]
 struct Part {
     msn: u64,
     index: u32,
+    seq: u64,
     duration: f64,
     independent: bool,
     uri: String,
@@ -38,6 +40,8 @@ struct LlPlaylist {
     parts: Vec<Part>,
     segments: Vec<Segment>,
     preload_hint: Option<String>,
+    /// (msn, index) of the hinted part, by position.
+    hint_position: Option<(u64, u32)>,
     skipped: Option<u64>,
     maps: Vec<String>,
     ended: bool,
@@ -50,11 +54,14 @@ fn attr<'a>(line: &'a str, name: &str) -> Option<&'a str> {
         .map(|v| v.trim_matches('"'))
 }
 
-/// `part-<msn>-<i>.m4s` → (msn, i).
-fn part_numbers(uri: &str) -> (u64, u32) {
-    let s = uri.trim_start_matches("part-").trim_end_matches(".m4s");
-    let (a, b) = s.split_once('-').expect("part uri");
-    (a.parse().expect("msn"), b.parse().expect("part index"))
+/// `part-<seq>.m4s` → seq.
+fn part_seq(uri: &str) -> u64 {
+    let s = uri
+        .strip_prefix("part-")
+        .and_then(|s| s.strip_suffix(".m4s"))
+        .unwrap_or_else(|| panic!("part URI {uri:?}"));
+    s.parse()
+        .unwrap_or_else(|_| panic!("part URI {uri:?}: not part-<seq>.m4s"))
 }
 
 impl LlPlaylist {
@@ -66,7 +73,10 @@ impl LlPlaylist {
             other => panic!("m3u8-rs does not read a media playlist: {other:?}\n{text}"),
         }
         let mut p = LlPlaylist::default();
+        // Parts are numbered by position: the parts before a segment's URI line are its own,
+        // from index 0; the parts after the last URI line belong to the segment in progress.
         let mut next_msn = None;
+        let mut index = 0u32;
         let mut pending_inf = None;
         let mut pending_disc = false;
         let mut pending_pdt = None;
@@ -88,17 +98,31 @@ impl LlPlaylist {
                 p.maps.push(attr(v, "URI").unwrap().to_owned());
             } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
                 let uri = attr(v, "URI").unwrap().to_owned();
-                let (msn, index) = part_numbers(&uri);
+                let seq = part_seq(&uri);
+                if let Some(prev) = p.parts.last() {
+                    assert_eq!(seq, prev.seq + 1, "part sequence numbers: {text}");
+                }
                 p.parts.push(Part {
-                    msn,
+                    msn: next_msn.expect("media sequence before parts"),
                     index,
+                    seq,
                     duration: attr(v, "DURATION").unwrap().parse().unwrap(),
                     independent: attr(v, "INDEPENDENT") == Some("YES"),
                     uri,
                 });
+                index += 1;
             } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
                 assert_eq!(attr(v, "TYPE"), Some("PART"), "{line}");
-                p.preload_hint = Some(attr(v, "URI").unwrap().to_owned());
+                let uri = attr(v, "URI").unwrap().to_owned();
+                let seq = part_seq(&uri);
+                if let Some(last) = p.parts.last() {
+                    assert_eq!(seq, last.seq + 1, "the hint names the next part: {text}");
+                }
+                assert!(
+                    !p.maps.is_empty(),
+                    "a preload hint without EXT-X-MAP: {text}"
+                );
+                p.preload_hint = Some(uri);
             } else if let Some(v) = line.strip_prefix("#EXTINF:") {
                 pending_inf = Some(v.trim_end_matches(',').parse::<f64>().unwrap());
             } else if line == "#EXT-X-DISCONTINUITY" {
@@ -117,7 +141,11 @@ impl LlPlaylist {
                     program_date_time: pending_pdt.take(),
                 });
                 next_msn = Some(msn + 1);
+                index = 0;
             }
+        }
+        if p.preload_hint.is_some() {
+            p.hint_position = Some((next_msn.expect("a media sequence"), index));
         }
         p
     }
@@ -126,9 +154,23 @@ impl LlPlaylist {
         self.segments.last().map(|s| s.msn).expect("a segment")
     }
 
-    /// The part the preload hint names.
+    /// The position of the part the preload hint names, as a player asks for it in a
+    /// blocking reload (`_HLS_msn`, `_HLS_part`): the part after the last one listed in the
+    /// segment in progress, or part 0 of the next segment when the last segment listed is
+    /// complete. When the segment in progress ends before that part, the hinted part is part
+    /// 0 of the next segment, and the reload is answered when that appears.
     fn hinted(&self) -> (u64, u32) {
-        part_numbers(self.preload_hint.as_deref().expect("a preload hint"))
+        self.hint_position.expect("a preload hint")
+    }
+
+    /// The sequence number of the hinted part.
+    fn hinted_seq(&self) -> u64 {
+        part_seq(self.preload_hint.as_deref().expect("a preload hint"))
+    }
+
+    /// The listed part with sequence number `seq`.
+    fn part(&self, seq: u64) -> Option<&Part> {
+        self.parts.iter().find(|p| p.seq == seq)
     }
 }
 
@@ -272,8 +314,11 @@ fn playlists_follow_the_ll_hls_rules() {
     assert!(listed.len() <= 4, "parts of too many segments: {listed:?}");
     assert!(*listed.last().unwrap() >= p.last_msn(), "{listed:?}");
 
-    // Blocking reload of the hinted part: answered only once that part is in the playlist.
+    // Blocking reload of the hinted part: answered only once that part (or, when the segment
+    // in progress ended first, part 0 of the next segment, which is then the hinted part) is
+    // in the playlist.
     let (msn, part) = p.hinted();
+    let hinted_seq = p.hinted_seq();
     let started = Instant::now();
     let r = get(
         port,
@@ -282,11 +327,19 @@ fn playlists_follow_the_ll_hls_rules() {
     let waited = started.elapsed();
     assert_eq!(r.status, 200, "{}", r.text());
     let after = LlPlaylist::parse(&r.text());
+    let got = after.part(hinted_seq).unwrap_or_else(|| {
+        panic!(
+            "blocking reload for {msn}.{part} returned without the hinted part {hinted_seq}:\n{}",
+            r.text()
+        )
+    });
     assert!(
-        after.parts.iter().any(|x| x.msn == msn && x.index == part),
-        "blocking reload returned without part {msn}.{part}:\n{}",
-        r.text()
+        (got.msn, got.index) == (msn, part) || (part > 0 && (got.msn, got.index) == (msn + 1, 0)),
+        "the hinted part {hinted_seq} for {msn}.{part} is at {}.{}",
+        got.msn,
+        got.index
     );
+    assert!(got.seq > p.parts.last().unwrap().seq);
     assert!(
         waited < Duration::from_secs(2),
         "blocking reload took {waited:?}"
@@ -299,8 +352,7 @@ fn playlists_follow_the_ll_hls_rules() {
     );
 
     // The part named by the new hint: fetched before it exists, it arrives when complete.
-    let (hmsn, hpart) = after.hinted();
-    let r = get(port, &format!("/hls/rules/part-{hmsn}-{hpart}.m4s"));
+    let r = get(port, &format!("/hls/rules/part-{}.m4s", after.hinted_seq()));
     assert_eq!(r.status, 200, "hinted part: {}", r.text());
     assert!(r.body.len() > 100, "part of {} bytes", r.body.len());
     assert_eq!(
@@ -310,6 +362,48 @@ fn playlists_follow_the_ll_hls_rules() {
     );
     let cache = r.header("cache-control").unwrap_or_default();
     assert!(cache.contains("immutable"), "part Cache-Control: {cache}");
+
+    // Follow the hint as a player that preloads it does, for more than a segment: every
+    // hinted part exists, including the ones hinted while a segment was about to end.
+    let mut current = LlPlaylist::parse(&get(port, "/hls/rules/media.m3u8").text());
+    let mut fetched: Vec<(u64, u64, u32)> = Vec::new();
+    let mut rollovers = 0;
+    for _ in 0..14 {
+        let seq = current.hinted_seq();
+        let (hmsn, hpart) = current.hinted();
+        let r = get(port, &format!("/hls/rules/part-{seq}.m4s"));
+        assert_eq!(
+            r.status,
+            200,
+            "hinted part {seq} ({hmsn}.{hpart}, after {:?}): {}",
+            current.parts.last(),
+            r.text()
+        );
+        assert_eq!(&r.body[4..8], b"moof", "hinted part {seq}");
+        current = LlPlaylist::parse(&get(port, "/hls/rules/media.m3u8").text());
+        let listed = current
+            .part(seq)
+            .unwrap_or_else(|| panic!("part {seq} fetched but not listed"));
+        if (listed.msn, listed.index) != (hmsn, hpart) {
+            // Hinted while its segment was about to end: it opened the next one.
+            assert_eq!(
+                (listed.msn, listed.index),
+                (hmsn + 1, 0),
+                "hinted part {seq}"
+            );
+            rollovers += 1;
+        }
+        fetched.push((seq, listed.msn, listed.index));
+    }
+    eprintln!("hinted parts fetched (seq, msn, index): {fetched:?}; {rollovers} hinted at the end of a segment");
+    assert!(
+        fetched.windows(2).all(|w| w[1].0 > w[0].0),
+        "hints went back: {fetched:?}"
+    );
+    assert!(
+        fetched.iter().any(|&(_, m, i)| i == 0 && m > fetched[0].1),
+        "no hinted part crossed a segment boundary: {fetched:?}"
+    );
 
     // A complete segment is its parts, byte for byte.
     let seg = p.segments.last().unwrap().msn;
@@ -550,6 +644,9 @@ fn bad_http_input_gets_a_clear_4xx_and_disturbs_nothing() {
         ("/hls/%2e%2e/index.m3u8", 404),
         ("/hls/calm/seg-99999999999999999999999999.m4s", 404),
         ("/hls/calm/part-1-99999999999.m4s", 404),
+        ("/hls/calm/part-1-0.m4s", 404),
+        ("/hls/calm/part-99999999999.m4s", 404),
+        ("/hls/calm/part-007.m4s", 404),
         ("/hls/calm/seg-00001.m4s", 404),
         ("/hls/calm/init-0.mp4/../../x", 404),
         ("/hls/nosuchstream/index.m3u8", 404),

@@ -19,8 +19,8 @@
 //! that listed the part was answered ("listed", the closest a client gets to "part available"),
 //! the blocking-reload wait, the part GET time, requests/s, and errors: non-200 answers,
 //! timeouts, connection failures, protocol faults (a reload answered before the part it asked
-//! for was listed, a part that is not moof+mdat, URIs that contradict their position) and
-//! parts missed (gaps in a client's part sequence).
+//! for was listed, a part that is not moof+mdat, part names out of sequence, a hinted part
+//! that never appeared) and parts missed (gaps in a client's part sequence).
 //!
 //! A step runs like a `fanout` step: fresh clients started at `--connect-rate`, a warm-up, the
 //! measured window, a grace period. Parts count (and give a latency sample) when the send
@@ -155,7 +155,7 @@ pub struct ErrorCounts {
     /// Connects that failed, connections closed or broken mid-response.
     pub connection: u64,
     /// Protocol faults: reload answered before the part was listed, malformed playlist or
-    /// part, URIs that contradict their position.
+    /// part, part names out of sequence, a hinted part that never appeared.
     pub protocol: u64,
     /// Parts skipped over: gaps in a client's part sequence.
     pub parts_missed: u64,
@@ -223,7 +223,7 @@ pub struct HlsStepResult {
     /// Parts without a latency SEI (not counted above).
     pub parts_unstamped: u64,
     /// Blocking reloads for a hinted part index past the end of its segment, answered (as
-    /// §6.2.5.2 allows) with part 0 of the next segment. Not an error; the hint was a guess.
+    /// §6.2.5.2 allows) with part 0 of the next segment, which is the hinted part. Not an error.
     pub hint_rollovers: u64,
     /// Blocking reloads whose answer already listed parts after the one asked for: the answer
     /// came (or was read) a part or more late. The client then skips to the new hint.
@@ -467,15 +467,8 @@ async fn client(idx: usize, target: Rc<Target>, sh: Rc<StepShared>) {
             }
             continue;
         };
-        if let Some(named) = playlist::zerocast_part_name(&hint.uri) {
-            if named != hint.id {
-                sh.error(
-                    idx,
-                    Class::Protocol,
-                    "playlist: hint URI contradicts its position",
-                    &format!("{} is at {}", hint.uri, hint.id),
-                );
-            }
+        if let Some(fault) = playlist::sequence_fault(&pl) {
+            sh.error(idx, Class::Protocol, "playlist: part names out of sequence", &fault);
         }
         // The blocking reload.
         let t0 = Instant::now();
@@ -500,21 +493,23 @@ async fn client(idx: usize, target: Rc<Target>, sh: Rc<StepShared>) {
             continue;
         };
         // The part the reload answered for: the hinted one, or (§6.2.5.2) part 0 of the next
-        // segment when the hinted index turned out to be past the end of its segment.
+        // segment when the hinted index turned out to be past the end of its segment. Either
+        // way it is the part the hint named: a player may have fetched that URI already.
         let (id, uri, listed) = match new.parts.iter().find(|p| p.id >= hint.id) {
-            Some(p) if p.id == hint.id => {
+            Some(p)
+                if p.id == hint.id || (hint.id.index > 0 && p.id == next_segment(hint.id)) =>
+            {
+                if p.id != hint.id {
+                    *sh.rollovers.borrow_mut() += 1;
+                }
                 if p.uri != hint.uri {
                     sh.error(
                         idx,
                         Class::Protocol,
-                        "playlist: part URI differs from its preload hint",
-                        &format!("{} hinted as {}", p.uri, hint.uri),
+                        "playlist: the hinted part never appeared",
+                        &format!("{} hinted, {} is at {}", hint.uri, p.uri, p.id),
                     );
                 }
-                (p.id, p.uri.clone(), Some(p.clone()))
-            }
-            Some(p) if hint.id.index > 0 && p.id == next_segment(hint.id) => {
-                *sh.rollovers.borrow_mut() += 1;
                 (p.id, p.uri.clone(), Some(p.clone()))
             }
             Some(p) => {
@@ -846,7 +841,7 @@ fn error_notes(results: &[HlsStepResult]) -> String {
             let _ = writeln!(
                 s,
                 "- N={}: {} blocking reload(s) for a hinted part past the end of its segment were \
-                 answered with part 0 of the next segment (allowed; the hint was a guess)",
+                 answered with part 0 of the next segment (allowed: that is the hinted part)",
                 r.clients, r.hint_rollovers
             );
         }
@@ -1162,10 +1157,7 @@ mod tests {
         assert_eq!(parse_http_url("http://h").unwrap().0, "h:80");
         assert!(parse_http_url("https://h/x").is_err());
         let t = target();
-        assert_eq!(
-            t.resolve("part-3-1.m4s").unwrap(),
-            "/hls/bench/part-3-1.m4s"
-        );
+        assert_eq!(t.resolve("part-31.m4s").unwrap(), "/hls/bench/part-31.m4s");
         assert_eq!(t.resolve("/x/y.mp4").unwrap(), "/x/y.mp4");
         assert_eq!(
             t.resolve("http://127.0.0.1:8080/hls/bench/seg-1.m4s")
@@ -1190,10 +1182,10 @@ mod tests {
     fn counts_skipped_parts() {
         let pl = MediaPlaylist::parse(
             "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:4\n\
-             #EXT-X-PART:DURATION=0.2,URI=\"part-4-0.m4s\"\n#EXT-X-PART:DURATION=0.2,URI=\"part-4-1.m4s\"\n\
+             #EXT-X-PART:DURATION=0.2,URI=\"part-40.m4s\"\n#EXT-X-PART:DURATION=0.2,URI=\"part-41.m4s\"\n\
              #EXTINF:0.4,\nseg-4.m4s\n\
-             #EXT-X-PART:DURATION=0.2,URI=\"part-5-0.m4s\"\n#EXT-X-PART:DURATION=0.2,URI=\"part-5-1.m4s\"\n\
-             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-5-2.m4s\"\n",
+             #EXT-X-PART:DURATION=0.2,URI=\"part-42.m4s\"\n#EXT-X-PART:DURATION=0.2,URI=\"part-43.m4s\"\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-44.m4s\"\n",
         )
         .unwrap();
         let id = |msn, index| PartId { msn, index };

@@ -100,6 +100,35 @@ max_queued_bytes = "64MiB"
 # Who may publish. "keys": the RTMP stream key must be a stored stream's key
 # (see `zerocast streams create`). "open": anyone may publish, and the key is the stream name.
 publish = "keys"
+# Bearer token for the HTTP API (/api/v1). Absent: the ZEROCAST_API_TOKEN environment variable,
+# else a token generated on first start into <data_dir>/api-token (its path is printed).
+# api_token = "a-long-random-string"
+# Failed publish attempts (wrong key, refused by the on_publish hook) allowed per IP address per
+# minute; further attempts from that address are refused without checking until the minute passes.
+max_failed_publish_per_minute = 10
+
+[metrics]
+# Whether GET /metrics needs the API token too.
+require_token = false
+
+[hooks]
+# HTTP(S) URLs zerocast POSTs JSON to. Absent = that hook is off.
+# on_publish: asked before a publish is allowed; a 2xx answer allows it, anything else refuses.
+# on_publish = "http://127.0.0.1:9000/on_publish"
+# Notifications (retried with backoff; never delay the media):
+# on_publish_done = "http://127.0.0.1:9000/on_publish_done"
+# on_play = "http://127.0.0.1:9000/on_play"
+# on_play_done = "http://127.0.0.1:9000/on_play_done"
+# on_recording_done = "http://127.0.0.1:9000/on_recording_done"
+# How long on_publish (and each notification attempt) may take.
+timeout = "2s"
+# When on_publish cannot be reached or times out: false = refuse the publish, true = allow it.
+fail_open = false
+# Key of the HMAC-SHA256 signature sent in the X-Zerocast-Signature header (hex of the body's
+# HMAC). Absent = no signature.
+# secret = "shared-secret"
+# Attempts per notification (the first included), with exponential backoff from 500ms.
+attempts = 5
 
 [streams]
 # When a second publisher arrives for a stream that is live: false = refuse the newcomer,
@@ -182,8 +211,12 @@ pub struct Config {
     pub hls: HlsConfig,
     /// `[recording]`: recordings to disk.
     pub recording: RecordingConfig,
-    /// `[auth]`: who may publish.
+    /// `[auth]`: who may publish, the API token.
     pub auth: AuthConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[hooks]`: webhooks.
+    pub hooks: HooksConfig,
     /// `[streams]`: stream behaviour.
     pub streams: StreamsConfig,
     /// `[limits]`: resource limits and timeouts.
@@ -386,11 +419,74 @@ pub enum PublishAuth {
 }
 
 /// `[auth]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Who may publish.
     pub publish: PublishAuth,
+    /// Bearer token of the HTTP API; `None` = environment or generated.
+    pub api_token: Option<String>,
+    /// Failed publish attempts allowed per IP per minute.
+    pub max_failed_publish_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            publish: PublishAuth::Keys,
+            api_token: None,
+            max_failed_publish_per_minute: 10,
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether `/metrics` needs the API token.
+    pub require_token: bool,
+}
+
+/// `[hooks]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Allow/deny before a publish.
+    pub on_publish: Option<String>,
+    /// Notification: a publish ended.
+    pub on_publish_done: Option<String>,
+    /// Notification: a viewer started.
+    pub on_play: Option<String>,
+    /// Notification: a viewer stopped.
+    pub on_play_done: Option<String>,
+    /// Notification: a recording was closed.
+    pub on_recording_done: Option<String>,
+    /// Time allowed for one request.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Whether an unreachable on_publish allows the publish.
+    pub fail_open: bool,
+    /// HMAC-SHA256 key for the signature header.
+    pub secret: Option<String>,
+    /// Attempts per notification.
+    pub attempts: u32,
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            on_publish: None,
+            on_publish_done: None,
+            on_play: None,
+            on_play_done: None,
+            on_recording_done: None,
+            timeout: Duration::from_secs(2),
+            fail_open: false,
+            secret: None,
+            attempts: 5,
+        }
+    }
 }
 
 /// `[streams]`.
@@ -653,8 +749,40 @@ impl Config {
                 format!("{:?} is outside (0s, 60s]", rec.fragment_duration),
             ));
         }
+        if self
+            .auth
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "auth.api_token",
+                "must be at least 16 characters, without spaces".to_owned(),
+            ));
+        }
+        let hooks = &self.hooks;
+        for (key, url) in [
+            ("hooks.on_publish", &hooks.on_publish),
+            ("hooks.on_publish_done", &hooks.on_publish_done),
+            ("hooks.on_play", &hooks.on_play),
+            ("hooks.on_play_done", &hooks.on_play_done),
+            ("hooks.on_recording_done", &hooks.on_recording_done),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(key, format!("{url:?} is not an http(s) URL")));
+                }
+            }
+        }
+        if !(1..=100).contains(&hooks.attempts) {
+            return Err(invalid(
+                "hooks.attempts",
+                format!("{} is outside 1..=100", hooks.attempts),
+            ));
+        }
         let l = &self.limits;
         for (key, value) in [
+            ("hooks.timeout", hooks.timeout),
             ("http.header_timeout", h.header_timeout),
             ("http.idle_timeout", h.idle_timeout),
         ] {

@@ -19,6 +19,7 @@ use zerocast_codecs::Track;
 use zerocast_hls::{HlsError, HlsUpdate, Packager, PackagerConfig, Window};
 
 use crate::config::HlsConfig;
+use crate::control::HLS_ACTIVE_WINDOW;
 use crate::rt::{self, LocalEvent};
 use crate::stream::MediaItem;
 
@@ -36,6 +37,9 @@ pub struct HlsStream {
     window: RefCell<Window>,
     changed: RefCell<LocalEvent>,
     ended_at: Cell<Option<Instant>>,
+    /// HTTP connections that fetched from this stream, and when they last did (viewer counts).
+    clients: RefCell<HashMap<u64, Instant>>,
+    bytes_out: Cell<u64>,
 }
 
 impl HlsStream {
@@ -44,7 +48,34 @@ impl HlsStream {
             window: RefCell::new(Window::new(cfg)),
             changed: RefCell::new(LocalEvent::new()),
             ended_at: Cell::new(None),
+            clients: RefCell::default(),
+            bytes_out: Cell::new(0),
         }
+    }
+
+    /// Notes that HTTP connection `conn` was sent `bytes` of this stream at `now`.
+    pub fn served(&self, conn: u64, bytes: u64, now: Instant) {
+        self.bytes_out.set(self.bytes_out.get() + bytes);
+        let mut clients = self.clients.borrow_mut();
+        // Bounded by the connection limits; pruned here so idle entries do not pile up.
+        if clients.len() >= 1024 {
+            clients.retain(|_, at| now.duration_since(*at) < HLS_ACTIVE_WINDOW);
+        }
+        clients.insert(conn, now);
+    }
+
+    /// Connections that fetched from this stream within [`HLS_ACTIVE_WINDOW`].
+    pub fn active_clients(&self, now: Instant) -> u64 {
+        self.clients
+            .borrow()
+            .values()
+            .filter(|at| now.duration_since(**at) < HLS_ACTIVE_WINDOW)
+            .count() as u64
+    }
+
+    /// Bytes of this stream sent over HTTP by this shard.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.get()
     }
 
     /// The current window.

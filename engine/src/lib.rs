@@ -4,14 +4,18 @@
 //! vectored `sendmsg` glommio does not offer.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod banner;
 pub mod cli;
 pub mod config;
+pub mod control;
+pub mod events;
 pub mod hls;
 pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod outbox;
 pub mod recording;
 pub mod rt;

@@ -68,6 +68,7 @@ struct Inner {
 pub struct Outbox {
     inner: RefCell<Inner>,
     media_limit: usize,
+    sent_bytes: std::cell::Cell<u64>,
 }
 
 impl Outbox {
@@ -76,6 +77,7 @@ impl Outbox {
         Rc::new(Outbox {
             inner: RefCell::new(Inner::default()),
             media_limit,
+            sent_bytes: std::cell::Cell::new(0),
         })
     }
 
@@ -156,6 +158,16 @@ impl Outbox {
         let mut inner = self.inner.borrow_mut();
         inner.nudged = true;
         Self::wake(&mut inner);
+    }
+
+    /// Counts bytes the writer handed to the socket.
+    pub fn add_sent(&self, n: u64) {
+        self.sent_bytes.set(self.sent_bytes.get() + n);
+    }
+
+    /// Bytes handed to the socket so far.
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.get()
     }
 
     /// Frames dropped for this viewer so far.

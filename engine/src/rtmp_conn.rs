@@ -16,10 +16,11 @@ use zerocast_codecs::MediaKind;
 use zerocast_rtmp::{Input, Limits, Output, ServerEvent, ServerSession, SessionConfig};
 
 use crate::config::{Config, PublishAuth};
+use crate::events::{unix_ms, Event};
 use crate::ingest::FlvIngest;
 use crate::outbox::{OutItem, Outbox};
 use crate::rt::{self, tcp::MAX_IOVECS, LocalEvent};
-use crate::shard::{Origin, Shard, Subscription};
+use crate::shard::{Origin, PublishInfo, Shard, Subscription};
 use crate::stream::{MediaItem, Viewer};
 use crate::transport::Transport;
 
@@ -54,6 +55,8 @@ struct Playing {
     stream_id: u32,
     sub: Subscription,
     viewer: Rc<Viewer>,
+    name: std::sync::Arc<str>,
+    joined_at_ms: u64,
 }
 
 /// Why a connection ends, for the log.
@@ -132,7 +135,7 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, id: u64) {
         End::Refused => debug!(conn = id, %peer, "connection closed after a refusal"),
         End::Error(e) => warn!(conn = id, %peer, "connection closed: {e}"),
     }
-    conn.finish().await;
+    conn.finish(&end).await;
     let _ = rt::timeout(std::time::Duration::from_secs(2), writer_done.wait()).await;
     conn.transport.close().await;
 }
@@ -335,7 +338,7 @@ impl Conn {
                 {
                     if let Some(p) = self.publishing.take() {
                         info!(conn = self.id, stream = %p.origin.borrow().name, "unpublished");
-                        self.shard.end_origin(&p.origin);
+                        self.shard.end_origin(&p.origin, "publisher unpublished");
                     }
                 }
                 None
@@ -347,7 +350,7 @@ impl Conn {
                     .is_some_and(|p| p.stream_id == stream_id)
                 {
                     if let Some(p) = self.playing.take() {
-                        self.shard.unsubscribe(&p.sub, &p.viewer);
+                        self.leave(p);
                     }
                 }
                 None
@@ -419,7 +422,14 @@ impl Conn {
                 .reject_publish(stream_id, BAD_NAME, "stream is already being published");
             return Some(End::Refused);
         };
-        let origin = self.shard.start_origin(&name, generation);
+        let origin = self.shard.start_origin(
+            &name,
+            generation,
+            PublishInfo {
+                protocol: self.protocol(),
+                remote: self.transport.peer_addr(),
+            },
+        );
         if record {
             let mut o = origin.borrow_mut();
             o.recording = Some(self.shard.recorder.sink(o.name.clone()));
@@ -464,10 +474,20 @@ impl Conn {
             Some(sub) => {
                 info!(conn = self.id, stream = %name, shard = self.shard.id, peer = %self.transport.peer_addr(), "playing");
                 self.set_up = true;
+                let name: std::sync::Arc<str> = std::sync::Arc::from(name);
+                let joined_at_ms = unix_ms();
+                self.shard.emit(Event::ViewerJoined {
+                    stream: name.clone(),
+                    protocol: self.protocol(),
+                    remote: self.transport.peer_addr(),
+                    at_ms: joined_at_ms,
+                });
                 self.playing = Some(Playing {
                     stream_id,
                     sub,
                     viewer,
+                    name,
+                    joined_at_ms,
                 });
                 None
             }
@@ -482,23 +502,51 @@ impl Conn {
 
     /// Leaves streams and closes the outbox after what is queued (a refusal, a final
     /// status) is sent; the writer gives up at once if the socket is dead.
-    async fn finish(&mut self) {
+    async fn finish(&mut self, end: &End) {
         if let Some(p) = self.publishing.take() {
             info!(conn = self.id, stream = %p.origin.borrow().name, "publisher gone");
-            self.shard.end_origin(&p.origin);
+            let reason = match end {
+                End::PeerClosed => "publisher disconnected".to_owned(),
+                End::Shutdown => "server stopping".to_owned(),
+                End::Kicked => "replaced by a newer publisher".to_owned(),
+                End::StreamEnded | End::Refused => "publisher left".to_owned(),
+                End::Error(e) => format!("error: {e}"),
+            };
+            self.shard.end_origin(&p.origin, &reason);
         }
         if let Some(p) = self.playing.take() {
-            let dropped = p.viewer.outbox.dropped_frames();
-            if dropped > 0 {
-                info!(
-                    conn = self.id,
-                    dropped, "viewer left; frames dropped because it was slow"
-                );
-            }
-            self.shard.stats.borrow_mut().viewer_dropped_frames += dropped;
-            self.shard.unsubscribe(&p.sub, &p.viewer);
+            self.leave(p);
         }
         self.outbox.close_after_flush();
+    }
+
+    /// Detaches a player from its stream and says so.
+    fn leave(&mut self, p: Playing) {
+        let dropped = p.viewer.outbox.dropped_frames();
+        if dropped > 0 {
+            info!(
+                conn = self.id,
+                dropped, "viewer left; frames dropped because it was slow"
+            );
+        }
+        self.shard.stats.borrow_mut().viewer_dropped_frames += dropped;
+        self.shard.unsubscribe(&p.sub, &p.viewer);
+        self.shard.emit(Event::ViewerLeft {
+            stream: p.name,
+            protocol: self.protocol(),
+            remote: self.transport.peer_addr(),
+            joined_at_ms: p.joined_at_ms,
+            at_ms: unix_ms(),
+            bytes: p.viewer.outbox.sent_bytes(),
+            dropped_frames: dropped,
+        });
+    }
+
+    fn protocol(&self) -> &'static str {
+        match self.transport {
+            Transport::Plain(_) => "rtmp",
+            Transport::Tls(..) => "rtmps",
+        }
     }
 }
 
@@ -532,6 +580,7 @@ async fn run_writer(
             transport.shutdown();
             break;
         }
+        outbox.add_sent(slices.iter().map(|s| s.len() as u64).sum());
         let now = rt::now();
         let mut stats = shard.stats.borrow_mut();
         for item in batch.drain(..) {

@@ -382,6 +382,7 @@ async fn run_shard(
     }
     let cfg = &shared.cfg;
     shard.hls.start_sweeper(shard.shutdown.clone());
+    shard.start_stats_ticker();
     let listeners = [
         (Some(cfg.rtmp.listen), Service::Rtmp(None), "RTMP"),
         (
@@ -504,7 +505,7 @@ async fn accept_loop(
                 });
             }
             Service::Http(tls) => rt::spawn(async move {
-                http::serve(shard2.clone(), conn, tls).await;
+                http::serve(shard2.clone(), conn, tls, id).await;
                 shard2.connections.set(shard2.connections.get() - 1);
                 drop(guard);
             }),

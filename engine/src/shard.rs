@@ -22,6 +22,8 @@ use tracing::{debug, info, warn};
 use zerocast_codecs::MediaKind;
 
 use crate::config::Config;
+use crate::control::{Answer, IngestInfo, Query, RateMeter, TrackSummary, ViewerCounts};
+use crate::events::{unix_ms, Event, EventBus, IngestStats};
 use crate::hls::{HlsShard, StreamPackager};
 use crate::recording::{Recorder, RecordingSink};
 use crate::rt::{self, LocalEvent};
@@ -118,6 +120,24 @@ pub enum MeshMsg {
         /// The updates.
         updates: Vec<zerocast_hls::HlsUpdate>,
     },
+    /// To every other shard: an event raised on the sending shard.
+    Event(Arc<Event>),
+    /// A question for the receiving shard (see [`crate::control`]).
+    Query {
+        /// Asking shard.
+        from: usize,
+        /// Request id on the asking shard.
+        req: u64,
+        /// The question.
+        query: Query,
+    },
+    /// The answer to a [`MeshMsg::Query`].
+    Answer {
+        /// Request id.
+        req: u64,
+        /// The answer.
+        answer: Answer,
+    },
     /// From an origin to a mirror: the stream ended.
     End {
         /// Stream name.
@@ -130,6 +150,19 @@ pub enum MeshMsg {
 enum Reply {
     Claim(Option<u64>),
     Lookup(Option<(usize, u64)>),
+    Answer(Answer),
+}
+
+/// A consumer of events; see [`Shard::add_event_sink`].
+pub type EventSink = Box<dyn Fn(&Arc<Event>)>;
+
+/// Who publishes a stream, for statistics and events.
+#[derive(Debug, Clone)]
+pub struct PublishInfo {
+    /// Ingest protocol (`rtmp`, `rtmps`).
+    pub protocol: &'static str,
+    /// Publisher's address.
+    pub remote: std::net::SocketAddr,
 }
 
 struct MirrorLink {
@@ -153,6 +186,14 @@ pub struct Origin {
     pub mirror_drops: u64,
     /// The LL-HLS packager, when `hls.enabled`.
     hls: Option<StreamPackager>,
+    /// Who publishes.
+    pub publisher: PublishInfo,
+    /// When publishing started (monotonic, and Unix ms).
+    pub started: (std::time::Instant, u64),
+    /// Ingest bitrate.
+    rate: RateMeter,
+    /// Set by an operator stop: the reason the `stream.ended` event gives.
+    pub stop_reason: RefCell<Option<String>>,
     /// The recording, when this stream records.
     pub recording: Option<RecordingSink>,
 }
@@ -220,6 +261,11 @@ pub struct Shard {
     pub connections: Cell<usize>,
     /// LL-HLS windows of every packaged stream (replicated on every shard).
     pub hls: Rc<HlsShard>,
+    /// Subscribers to live events on this shard.
+    pub events: EventBus,
+    /// Consumers of the events raised on this shard, each called once per event (webhooks,
+    /// session history); see [`Shard::add_event_sink`].
+    sinks: RefCell<Vec<EventSink>>,
     senders: Option<Senders<MeshMsg>>,
     origins: RefCell<HashMap<Arc<str>, Rc<RefCell<Origin>>>>,
     mirrors: RefCell<HashMap<Arc<str>, Rc<RefCell<Mirror>>>>,
@@ -245,6 +291,8 @@ impl Shard {
             id,
             count,
             hls,
+            events: EventBus::default(),
+            sinks: RefCell::default(),
             cfg,
             store,
             recorder,
@@ -313,11 +361,19 @@ impl Shard {
     }
 
     async fn request(self: &Rc<Self>, make: impl FnOnce(u64) -> MeshMsg) -> Option<Reply> {
+        self.request_to(0, make).await
+    }
+
+    async fn request_to(
+        self: &Rc<Self>,
+        to: usize,
+        make: impl FnOnce(u64) -> MeshMsg,
+    ) -> Option<Reply> {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
         let (tx, rx) = oneshot::channel();
         self.pending.borrow_mut().insert(req, tx);
-        self.send(0, make(req));
+        self.send(to, make(req));
         let reply = rt::timeout(Duration::from_secs(5), rx).await;
         self.pending.borrow_mut().remove(&req);
         reply.and_then(Result::ok)
@@ -348,8 +404,22 @@ impl Shard {
     }
 
     /// Creates the origin of a granted stream.
-    pub fn start_origin(self: &Rc<Self>, name: &str, generation: u64) -> Rc<RefCell<Origin>> {
+    pub fn start_origin(
+        self: &Rc<Self>,
+        name: &str,
+        generation: u64,
+        publisher: PublishInfo,
+    ) -> Rc<RefCell<Origin>> {
         let name: Arc<str> = Arc::from(name);
+        let now = std::time::Instant::now();
+        let started = (now, unix_ms());
+        self.emit(Event::StreamLive {
+            stream: name.clone(),
+            protocol: publisher.protocol,
+            remote: publisher.remote,
+            generation,
+            at_ms: started.1,
+        });
         let origin = Rc::new(RefCell::new(Origin {
             name: name.clone(),
             generation,
@@ -358,6 +428,10 @@ impl Shard {
             kick: LocalEvent::new(),
             mirror_drops: 0,
             hls: self.hls.enabled().then(|| self.hls.packager(&name)),
+            publisher,
+            started,
+            rate: RateMeter::new(now),
+            stop_reason: RefCell::new(None),
             recording: None,
         }));
         if let Some(old) = self
@@ -382,8 +456,13 @@ impl Shard {
     /// Applies an item from the publisher and forwards it to the mirrors.
     pub fn publish_item(&self, origin: &Rc<RefCell<Origin>>, item: MediaItem) {
         let mut o = origin.borrow_mut();
+        let before = o.media.counters.bytes;
         if !o.media.apply(&item) {
             return;
+        }
+        let received = o.media.counters.bytes - before;
+        if received > 0 {
+            o.rate.add(std::time::Instant::now(), received);
         }
         let o = &mut *o;
         if let Some(packager) = o.hls.as_mut() {
@@ -452,10 +531,27 @@ impl Shard {
         }
     }
 
-    /// Ends a stream: local viewers, mirrors and the arbiter are told.
-    pub fn end_origin(self: &Rc<Self>, origin: &Rc<RefCell<Origin>>) {
+    /// Ends a stream: local viewers, mirrors and the arbiter are told. `reason` says why the
+    /// publisher left, unless an operator stopped it (then the stop's reason is kept).
+    pub fn end_origin(self: &Rc<Self>, origin: &Rc<RefCell<Origin>>, reason: &str) {
         let (name, generation, mirrors) = {
             let mut o = origin.borrow_mut();
+            let stats = Self::ingest_stats(&o);
+            let reason = o
+                .stop_reason
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| reason.to_owned());
+            self.emit(Event::StreamEnded {
+                stream: o.name.clone(),
+                protocol: o.publisher.protocol,
+                remote: o.publisher.remote,
+                generation: o.generation,
+                started_at_ms: o.started.1,
+                at_ms: unix_ms(),
+                reason,
+                stats,
+            });
             o.media.end();
             if let Some(mut recording) = o.recording.take() {
                 recording.finish();
@@ -492,6 +588,148 @@ impl Shard {
                 generation,
             },
         );
+    }
+
+    fn ingest_stats(o: &Origin) -> IngestStats {
+        let (bitrate_1s, bitrate_10s) = o.rate.rates(std::time::Instant::now());
+        IngestStats {
+            frames: o.media.counters.frames,
+            bytes: o.media.counters.bytes,
+            bitrate_1s,
+            bitrate_10s,
+        }
+    }
+
+    /// Raises an event here: origin-only consumers first, then this shard's subscribers, then
+    /// every other shard's (see [`crate::events`]).
+    pub fn emit(&self, event: Event) {
+        let event = Arc::new(event);
+        for sink in self.sinks.borrow().iter() {
+            sink(&event);
+        }
+        self.events.deliver(&event);
+        for to in (0..self.count).filter(|&s| s != self.id) {
+            if !self.try_send_media(to, MeshMsg::Event(event.clone())) {
+                debug!(
+                    shard = to,
+                    kind = event.kind(),
+                    "event not forwarded: mesh channel full"
+                );
+            }
+        }
+    }
+
+    /// Registers a consumer of the events raised on this shard (not of those forwarded from
+    /// other shards, so that each event reaches it once, process-wide). It must not block:
+    /// hand the event to a queue.
+    pub fn add_event_sink(&self, sink: EventSink) {
+        self.sinks.borrow_mut().push(sink);
+    }
+
+    /// Asks shard `to` (possibly this one) a [`Query`]; `None` after 5 s without an answer.
+    pub async fn ask(self: &Rc<Self>, to: usize, query: Query) -> Option<Answer> {
+        if to == self.id {
+            return Some(self.answer(query));
+        }
+        let from = self.id;
+        match self
+            .request_to(to, |req| MeshMsg::Query { from, req, query })
+            .await
+        {
+            Some(Reply::Answer(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Asks every shard, this one included; the answers that came, in shard order.
+    pub async fn ask_all(self: &Rc<Self>, query: Query) -> Vec<Answer> {
+        let mut answers = Vec::with_capacity(self.count);
+        // Sequential: a handful of shards, each answering from memory.
+        for to in 0..self.count {
+            if let Some(a) = self.ask(to, query.clone()).await {
+                answers.push(a);
+            }
+        }
+        answers
+    }
+
+    /// Answers a query from this shard's own state.
+    fn answer(&self, query: Query) -> Answer {
+        match query {
+            Query::LiveStreams => Answer::LiveStreams(
+                self.arbiter
+                    .borrow()
+                    .iter()
+                    .map(|(name, (shard, generation))| (name.clone(), *shard, *generation))
+                    .collect(),
+            ),
+            Query::Ingest { name } => {
+                let origin = self.origins.borrow().get(name.as_str()).cloned();
+                Answer::Ingest(origin.map(|o| {
+                    let o = o.borrow();
+                    Box::new(IngestInfo {
+                        generation: o.generation,
+                        shard: self.id,
+                        protocol: o.publisher.protocol,
+                        remote: o.publisher.remote,
+                        started_at_ms: o.started.1,
+                        uptime: o.started.0.elapsed(),
+                        tracks: o.media.tracks().map(TrackSummary::of).collect(),
+                        stats: Self::ingest_stats(&o),
+                        mirror_drops: o.mirror_drops,
+                    })
+                }))
+            }
+            Query::Viewers { name } => {
+                let mut counts = ViewerCounts::default();
+                if let Some(o) = self.origins.borrow().get(name.as_str()) {
+                    counts.add(&o.borrow().media.viewer_counts());
+                }
+                if let Some(m) = self.mirrors.borrow().get(name.as_str()) {
+                    counts.add(&m.borrow().media.viewer_counts());
+                }
+                if let Some(h) = self.hls.get(&name) {
+                    counts.hls = h.active_clients(std::time::Instant::now());
+                    counts.bytes_out += h.bytes_out();
+                }
+                Answer::Viewers(counts)
+            }
+            Query::Stop { name, reason } => {
+                let origin = self.origins.borrow().get(name.as_str()).cloned();
+                Answer::Stopped(origin.is_some_and(|o| {
+                    let o = o.borrow();
+                    *o.stop_reason.borrow_mut() = Some(reason);
+                    o.kick.set();
+                    true
+                }))
+            }
+        }
+    }
+
+    /// Starts the once-a-second `stream.stats` events of the streams published here.
+    pub fn start_stats_ticker(self: &Rc<Self>) {
+        let shard = self.clone();
+        rt::spawn(async move {
+            while !shard.shutdown.is_set() {
+                futures_lite::future::or(rt::sleep(Duration::from_secs(1)), shard.shutdown.wait())
+                    .await;
+                let origins: Vec<Rc<RefCell<Origin>>> =
+                    shard.origins.borrow().values().cloned().collect();
+                for o in origins {
+                    let event = {
+                        let o = o.borrow();
+                        Event::StreamStats {
+                            stream: o.name.clone(),
+                            uptime_s: o.started.0.elapsed().as_secs(),
+                            ingest: Self::ingest_stats(&o),
+                            viewers_local: o.media.viewer_count() as u64,
+                            at_ms: unix_ms(),
+                        }
+                    };
+                    shard.emit(event);
+                }
+            }
+        });
     }
 
     /// Attaches a viewer to `name`, wherever it is published. `None` when it is not live.
@@ -723,6 +961,12 @@ impl Shard {
                 }
             }
             MeshMsg::Hls { name, updates } => self.hls.apply(&name, &updates),
+            MeshMsg::Event(event) => self.events.deliver(&event),
+            MeshMsg::Query { from, req, query } => {
+                let answer = self.answer(query);
+                self.send(from, MeshMsg::Answer { req, answer });
+            }
+            MeshMsg::Answer { req, answer } => self.complete(req, Reply::Answer(answer)),
             MeshMsg::End { name, generation } => {
                 let mut mirrors = self.mirrors.borrow_mut();
                 if mirrors

@@ -89,6 +89,8 @@ pub struct StreamMedia {
     /// False after the cache overflowed, until the next keyframe.
     gop_valid: bool,
     viewers: Vec<Rc<Viewer>>,
+    /// Bytes sent to, and frames dropped for, viewers that have left.
+    departed: (u64, u64),
     /// Counters.
     pub counters: StreamCounters,
 }
@@ -114,6 +116,7 @@ impl StreamMedia {
             gop_bytes: 0,
             gop_valid: false,
             viewers: Vec::new(),
+            departed: (0, 0),
             counters: StreamCounters::default(),
         }
     }
@@ -359,7 +362,27 @@ impl StreamMedia {
 
     /// Removes a local viewer.
     pub fn remove_viewer(&mut self, viewer: &Rc<Viewer>) {
+        let before = self.viewers.len();
         self.viewers.retain(|v| !Rc::ptr_eq(v, viewer));
+        if self.viewers.len() < before {
+            self.departed.0 += viewer.outbox.sent_bytes();
+            self.departed.1 += viewer.outbox.dropped_frames();
+        }
+    }
+
+    /// RTMP viewers now, and bytes sent to / frames dropped for all viewers so far.
+    pub fn viewer_counts(&self) -> crate::control::ViewerCounts {
+        let (mut bytes_out, mut dropped_frames) = self.departed;
+        for v in &self.viewers {
+            bytes_out += v.outbox.sent_bytes();
+            dropped_frames += v.outbox.dropped_frames();
+        }
+        crate::control::ViewerCounts {
+            rtmp: self.viewers.len() as u64,
+            hls: 0,
+            bytes_out,
+            dropped_frames,
+        }
     }
 
     /// The stream ended: tells every local viewer and forgets them.

@@ -228,7 +228,16 @@ pub struct ServerOpts {
     pub hls: Vec<String>,
     /// Extra `key = value` lines for `[recording]`.
     pub recording: Vec<String>,
+    /// Extra `key = value` lines for `[auth]` (`publish` and `api_token` are set).
+    pub auth: Vec<String>,
+    /// Extra `key = value` lines for `[hooks]`.
+    pub hooks: Vec<String>,
+    /// Extra `key = value` lines for `[metrics]`.
+    pub metrics: Vec<String>,
 }
+
+/// The API token every test server is configured with.
+pub const API_TOKEN: &str = "zerocast-e2e-token-0123456789abcdef";
 
 impl Default for ServerOpts {
     fn default() -> Self {
@@ -243,6 +252,9 @@ impl Default for ServerOpts {
             http: Vec::new(),
             hls: Vec::new(),
             recording: Vec::new(),
+            auth: Vec::new(),
+            hooks: Vec::new(),
+            metrics: Vec::new(),
         }
     }
 }
@@ -303,7 +315,22 @@ impl Server {
                 toml += "\n";
             }
         }
-        toml += &format!("\n[auth]\npublish = {:?}\n\n", opts.publish);
+        toml += &format!(
+            "\n[auth]\npublish = {:?}\napi_token = {API_TOKEN:?}\n",
+            opts.publish
+        );
+        for l in &opts.auth {
+            toml += l;
+            toml += "\n";
+        }
+        for (section, lines) in [("hooks", &opts.hooks), ("metrics", &opts.metrics)] {
+            toml += &format!("\n[{section}]\n");
+            for l in lines {
+                toml += l;
+                toml += "\n";
+            }
+        }
+        toml += "\n";
         toml += "[streams]\n";
         for l in &opts.streams {
             toml += l;

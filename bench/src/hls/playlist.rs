@@ -4,9 +4,10 @@
 //! Parts are numbered the way the spec numbers them, by position, not by URI: a segment's
 //! `EXT-X-PART` lines come before its URI line; the first segment's MSN is
 //! `EXT-X-MEDIA-SEQUENCE`; the parts after the last URI line (and the preload hint) belong to
-//! the segment in progress (§4.4.4.9, §6.2.5.2). zerocast's URIs also spell the numbers
-//! (`part-<msn>-<i>.m4s`); [`zerocast_part_name`] reads them so the harness can check that
-//! both agree.
+//! the segment in progress (§4.4.4.9, §6.2.5.2). zerocast names parts by a stream-global
+//! sequence number instead (`part-<seq>.m4s`, so that the hint always names the next part,
+//! whatever segment it falls in); [`zerocast_part_seq`] reads it and [`sequence_fault`] checks
+//! that the listed parts are consecutive and the hint names the one after the last.
 
 /// A part: segment `msn`, index `index` within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -183,17 +184,34 @@ pub fn attribute<'a>(list: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
-/// (MSN, index) spelled in a zerocast part URI, `part-<msn>-<i>.m4s`.
-pub fn zerocast_part_name(uri: &str) -> Option<PartId> {
+/// The part sequence number spelled in a zerocast part URI, `part-<seq>.m4s`.
+pub fn zerocast_part_seq(uri: &str) -> Option<u64> {
     let file = uri.rsplit('/').next()?.split('?').next()?;
-    let (msn, index) = file
-        .strip_prefix("part-")?
-        .strip_suffix(".m4s")?
-        .split_once('-')?;
-    Some(PartId {
-        msn: msn.parse().ok()?,
-        index: index.parse().ok()?,
-    })
+    let seq = file.strip_prefix("part-")?.strip_suffix(".m4s")?;
+    if !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    seq.parse().ok()
+}
+
+/// Where zerocast's part names break their sequence in `pl`: two listed parts that are not
+/// consecutive, or a preload hint that does not name the part after the last one listed.
+/// `None` when they are in sequence (or the names are not zerocast's).
+pub fn sequence_fault(pl: &MediaPlaylist) -> Option<String> {
+    let named = |uri: &str| zerocast_part_seq(uri).map(|seq| (seq, uri.to_owned()));
+    let parts = pl.parts.iter().map(|p| (named(&p.uri), p.id));
+    let hint = pl.hint.iter().map(|h| (named(&h.uri), h.id));
+    let mut previous: Option<(u64, PartId)> = None;
+    for (name, id) in parts.chain(hint) {
+        let (seq, uri) = name?;
+        if let Some((prev, prev_id)) = previous {
+            if seq != prev + 1 {
+                return Some(format!("{uri} at {id} follows part {prev} at {prev_id}"));
+            }
+        }
+        previous = Some((seq, id));
+    }
+    None
 }
 
 /// The first variant URI of a multivariant playlist (`#EXT-X-STREAM-INF` then a URI line).
@@ -221,13 +239,13 @@ mod tests {
 #EXT-X-PROGRAM-DATE-TIME:2026-11-21T10:00:00.000Z
 #EXTINF:2.000,
 seg-7.m4s
-#EXT-X-PART:DURATION=0.200,URI=\"part-8-0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.200,URI=\"part-8-1.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"part-80.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.200,URI=\"part-81.m4s\"
 #EXTINF:2.000,
 seg-8.m4s
-#EXT-X-PART:DURATION=0.200,URI=\"part-9-0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.167,URI=\"part-9-1.m4s\"
-#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-9-2.m4s\"
+#EXT-X-PART:DURATION=0.200,URI=\"part-82.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.167,URI=\"part-83.m4s\"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-84.m4s\"
 ";
 
     #[test]
@@ -243,22 +261,40 @@ seg-8.m4s
         assert_eq!(p.parts[3].duration, 0.167);
         let hint = p.hint.clone().unwrap();
         assert_eq!(hint.id, PartId { msn: 9, index: 2 });
-        assert_eq!(hint.uri, "part-9-2.m4s");
+        assert_eq!(hint.uri, "part-84.m4s");
         assert_eq!(p.next_msn, 9);
-        for part in &p.parts {
-            assert_eq!(zerocast_part_name(&part.uri), Some(part.id));
-        }
-        assert_eq!(zerocast_part_name(&hint.uri), Some(hint.id));
+        let seqs: Vec<Option<u64>> = p.parts.iter().map(|x| zerocast_part_seq(&x.uri)).collect();
+        assert_eq!(seqs, [Some(80), Some(81), Some(82), Some(83)]);
+        assert_eq!(zerocast_part_seq(&hint.uri), Some(84));
+        assert_eq!(sequence_fault(&p), None);
         assert!(!p.ended);
     }
 
     #[test]
     fn hint_at_a_segment_boundary_is_part_zero_of_the_next() {
         let text =
-            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-PART:DURATION=0.2,URI=\"part-3-0.m4s\"\n\
-                    #EXTINF:0.2,\nseg-3.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-4-0.m4s\"\n";
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-PART:DURATION=0.2,URI=\"part-30.m4s\"\n\
+                    #EXTINF:0.2,\nseg-3.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-31.m4s\"\n";
         let p = MediaPlaylist::parse(text).unwrap();
-        assert_eq!(p.hint.unwrap().id, PartId { msn: 4, index: 0 });
+        assert_eq!(p.hint.clone().unwrap().id, PartId { msn: 4, index: 0 });
+        assert_eq!(sequence_fault(&p), None);
+    }
+
+    #[test]
+    fn part_names_out_of_sequence_are_faults() {
+        assert_eq!(zerocast_part_seq("/hls/a/part-12.m4s?x=1"), Some(12));
+        for bad in ["part-1-2.m4s", "part-+1.m4s", "part-.m4s", "seg-1.m4s"] {
+            assert_eq!(zerocast_part_seq(bad), None, "{bad}");
+        }
+        // Names that are not zerocast's are not checked.
+        let other = LIVE.replace("part-", "p");
+        assert_eq!(sequence_fault(&MediaPlaylist::parse(&other).unwrap()), None);
+        let gap = LIVE.replace("part-82", "part-90");
+        let fault = sequence_fault(&MediaPlaylist::parse(&gap).unwrap()).unwrap();
+        assert_eq!(fault, "part-90.m4s at 9.0 follows part 81 at 8.1");
+        let stale = LIVE.replace("part-84", "part-85");
+        let fault = sequence_fault(&MediaPlaylist::parse(&stale).unwrap()).unwrap();
+        assert_eq!(fault, "part-85.m4s at 9.2 follows part 83 at 9.1");
     }
 
     #[test]

@@ -19,7 +19,17 @@ use crate::shard::Shard;
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// Answers a GET or HEAD of `/hls/<name>/<file>?<query>`.
-pub async fn serve(shard: &Rc<Shard>, name: &str, file: &str, query: &str) -> Response {
+pub async fn serve(shard: &Rc<Shard>, conn: u64, name: &str, file: &str, query: &str) -> Response {
+    let response = answer(shard, name, file, query).await;
+    if response.status() == StatusCode::OK {
+        if let Some(stream) = shard.hls.get(name) {
+            stream.served(conn, response.body().len(), Instant::now());
+        }
+    }
+    response
+}
+
+async fn answer(shard: &Rc<Shard>, name: &str, file: &str, query: &str) -> Response {
     let hls = &shard.hls;
     if !hls.enabled() {
         return error(
@@ -95,8 +105,8 @@ pub async fn serve(shard: &Rc<Shard>, name: &str, file: &str, query: &str) -> Re
             ),
             None => error(StatusCode::NOT_FOUND, "not_found", "no such segment"),
         },
-        Resource::Part { msn, index } => {
-            let lookup = stream.window().part(msn, index);
+        Resource::Part { seq } => {
+            let lookup = stream.window().part(seq);
             let chunks = match lookup {
                 PartLookup::Found(chunks) => chunks,
                 PartLookup::Gone => {
@@ -107,11 +117,9 @@ pub async fn serve(shard: &Rc<Shard>, name: &str, file: &str, query: &str) -> Re
                     // cut at a keyframe can take a whole frame interval longer than the target.
                     let deadline = Instant::now() + part_target * 3 + Duration::from_millis(500);
                     let found = stream
-                        .wait_until(deadline, |w| {
-                            !matches!(w.part(msn, index), PartLookup::NotYet)
-                        })
+                        .wait_until(deadline, |w| !matches!(w.part(seq), PartLookup::NotYet))
                         .await;
-                    match (found, stream.window().part(msn, index)) {
+                    match (found, stream.window().part(seq)) {
                         (true, PartLookup::Found(chunks)) => chunks,
                         _ => {
                             return error(

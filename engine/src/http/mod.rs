@@ -23,27 +23,63 @@ use tracing::debug;
 use crate::rt::{self, TcpConn};
 use crate::shard::Shard;
 pub use body::Body;
+pub use router::{error, method_not_allowed, read_body, text};
 use io::{Activity, HyperIo};
 
 /// A response of this server.
 pub type Response = http::Response<Body>;
+/// A request as hyper hands it over.
+pub type Request = http::Request<hyper::body::Incoming>;
 
 /// How often a connection's watchdog looks at its activity.
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(500);
 /// Time an in-progress response gets to finish when the process stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// The connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Process-wide connection id.
+    pub id: u64,
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// Whether it is HTTPS.
+    pub tls: bool,
+}
+
 /// Serves one accepted connection until the peer leaves, a timeout fires or the shard stops.
-pub async fn serve(shard: Rc<Shard>, conn: TcpConn, tls: Option<Arc<rustls::ServerConfig>>) {
+pub async fn serve(
+    shard: Rc<Shard>,
+    conn: TcpConn,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    id: u64,
+) {
     let peer = conn.peer_addr();
+    let info = ConnInfo {
+        id,
+        peer,
+        tls: tls.is_some(),
+    };
     let cfg = shard.cfg.clone();
     match tls {
-        None => drive(shard, HyperIo::new(conn, Activity::new(Instant::now()))).await,
+        None => {
+            drive(
+                shard,
+                info,
+                HyperIo::new(conn, Activity::new(Instant::now())),
+            )
+            .await
+        }
         Some(tls) => {
             let acceptor = futures_rustls::TlsAcceptor::from(tls);
             match rt::timeout(cfg.http.header_timeout, acceptor.accept(conn)).await {
                 Some(Ok(stream)) => {
-                    drive(shard, HyperIo::new(stream, Activity::new(Instant::now()))).await
+                    drive(
+                        shard,
+                        info,
+                        HyperIo::new(stream, Activity::new(Instant::now())),
+                    )
+                    .await
                 }
                 Some(Err(e)) => debug!(%peer, "HTTPS handshake failed: {e}"),
                 None => debug!(%peer, "HTTPS handshake timed out"),
@@ -52,7 +88,7 @@ pub async fn serve(shard: Rc<Shard>, conn: TcpConn, tls: Option<Arc<rustls::Serv
     }
 }
 
-async fn drive<S>(shard: Rc<Shard>, io: HyperIo<S>)
+async fn drive<S>(shard: Rc<Shard>, info: ConnInfo, io: HyperIo<S>)
 where
     S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
 {
@@ -72,7 +108,7 @@ where
             let shard = shard.clone();
             let guard = activity.request();
             async move {
-                let response = router::handle(&shard, req).await;
+                let response = router::handle(&shard, &info, req).await;
                 drop(guard);
                 Ok::<_, Infallible>(response)
             }

@@ -128,10 +128,11 @@ fn read_everything(window: &Window) {
     if let Some(last) = window.last_msn() {
         for msn in last.saturating_sub(4)..=last + 1 {
             let _ = window.segment(msn);
-            for i in 0..8 {
-                let _ = window.part(msn, i);
-            }
         }
+    }
+    let next = window.numbering.next_part_seq;
+    for seq in next.saturating_sub(40)..=next.saturating_add(1) {
+        let _ = window.part(seq);
     }
     let _ = window.init(1);
 }

@@ -27,10 +27,13 @@
 //! 2. HTTP side: [`Resource::parse`] the file name. For `media.m3u8`, [`PlaylistRequest::parse`]
 //!    the query (400 on error); while [`Window::readiness`] says `Wait`, hold the request and
 //!    ask again whenever [`Window::revision`] changes (give up after a few target durations);
-//!    then answer [`Window::media_playlist`]. Parts answer [`PartLookup::NotYet`] for the
-//!    hinted next part: hold those the same way.
+//!    then answer [`Window::media_playlist`]. Parts are named `part-<seq>.m4s` by a
+//!    stream-global sequence number (the playlist's `_HLS_msn`/`_HLS_part` stay positional);
+//!    [`Window::part`] answers [`PartLookup::NotYet`] for the hinted next part, whatever
+//!    segment it will fall in: hold those the same way.
 //! 3. Republish under the same name: `Packager::new(cfg, Some(&window))` and keep applying to
-//!    the same window; numbering continues and the first segment is a discontinuity.
+//!    the same window; numbering (segments and parts) continues and the first segment is a
+//!    discontinuity.
 //!
 //! ```no_run
 //! use zerocast_hls::{
@@ -64,9 +67,9 @@
 //!     Readiness::Wait => { /* hold until window.revision() changes */ }
 //!     Readiness::BadRequest(why) => eprintln!("400 {why}"),
 //! }
-//! // GET /hls/<stream>/part-5-3.m4s
-//! if let Some(Resource::Part { msn, index }) = Resource::parse("part-5-3.m4s") {
-//!     match window.part(msn, index) {
+//! // GET /hls/<stream>/part-53.m4s
+//! if let Some(Resource::Part { seq }) = Resource::parse("part-53.m4s") {
+//!     match window.part(seq) {
 //!         PartLookup::Found(body) => drop(body), // vectored write, video/mp4
 //!         PartLookup::NotYet => { /* hold until window.revision() changes */ }
 //!         PartLookup::Gone => { /* 404 */ }

@@ -28,6 +28,8 @@ const MAX_SEGMENT_TARGETS: i64 = 4;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Numbering {
     pub(crate) next_msn: u64,
+    /// Stream-global sequence number of the next part (`part-<seq>.m4s`).
+    pub(crate) next_part_seq: u64,
     pub(crate) next_init_id: u64,
     pub(crate) discontinuity_sequence: u64,
     pub(crate) had_segments: bool,
@@ -47,6 +49,9 @@ pub(crate) struct Numbering {
 ///   target), so a part is available one ingest step after its last frame arrived. Its last
 ///   sample is clamped so that no part exceeds the target, unless it holds a single longer frame.
 /// - Audio frames join the part being built when they arrive.
+/// - Every part also gets a stream-global sequence number, one more than the part before it
+///   whatever segment it falls in (track changes and resumed republishes included): its name,
+///   `part-<seq>.m4s`, so the preload hint can always name the next part.
 /// - Parts carry no `styp`: a segment is the plain concatenation of its parts, so one set of
 ///   buffers serves both, and `styp` is optional in ISO BMFF media segments.
 pub struct Packager {
@@ -61,8 +66,8 @@ pub struct Packager {
 
 impl Packager {
     /// A packager. With `resume`, the window of a previous publish of the same stream name,
-    /// numbering continues after it (media sequence, init ids, discontinuity sequence) and the
-    /// first segment is a discontinuity, so players survive the republish.
+    /// numbering continues after it (media sequence, part sequence, init ids, discontinuity
+    /// sequence) and the first segment is a discontinuity, so players survive the republish.
     pub fn new(cfg: PackagerConfig, resume: Option<&Window>) -> Self {
         let mut numbering = resume.map_or_else(Numbering::default, |w| w.numbering.clone());
         numbering.discontinuity_pending = numbering.had_segments;
@@ -120,7 +125,7 @@ impl Packager {
 
         let mut out = std::mem::take(&mut self.undelivered);
         if let Some(old) = self.media.as_mut() {
-            old.flush(&mut out);
+            old.flush(&mut self.numbering, &mut out);
         }
         self.numbering.discontinuity_pending |= self.numbering.had_segments;
         let info = stream_info(&media.tracks, codecs.join(","));
@@ -184,7 +189,7 @@ impl Packager {
         self.ended = true;
         let mut out = std::mem::take(&mut self.undelivered);
         if let Some(m) = self.media.as_mut() {
-            m.flush(&mut out);
+            m.flush(&mut self.numbering, &mut out);
         }
         out.push(HlsUpdate::Ended);
         out
@@ -325,7 +330,7 @@ impl Media {
                     elapsed as f64 + self.frame_ticks / 2.0 >= self.segment_ticks as f64;
                 if (can_start && long_enough) || elapsed >= MAX_SEGMENT_TARGETS * self.segment_ticks
                 {
-                    self.close_part(d, out);
+                    self.close_part(numbering, d, out);
                     self.end_segment(out);
                 } else if seg
                     .part
@@ -333,7 +338,7 @@ impl Media {
                     .is_some_and(|p| d + est - p.start > self.part_ticks)
                 {
                     // Only after jitter or a gap: the frame does not fit the part being built.
-                    self.close_part(d, out);
+                    self.close_part(numbering, d, out);
                 }
             }
             Some(_) => {}
@@ -373,13 +378,13 @@ impl Media {
         // target: waiting for the next frame would add a frame of latency.
         let slack = (self.frame_ticks / 2.0) as i64;
         if d + est - part.start >= self.part_ticks - slack.max(1) {
-            self.close_part(d + est, out);
+            self.close_part(numbering, d + est, out);
         }
         Ok(())
     }
 
     /// Cuts the part being built; `next` is the primary dts that follows it (known or estimated).
-    fn close_part(&mut self, next: i64, out: &mut Vec<HlsUpdate>) {
+    fn close_part(&mut self, n: &mut Numbering, next: i64, out: &mut Vec<HlsUpdate>) {
         let est = self.est();
         let Some(seg) = self.segment.as_mut() else {
             return;
@@ -406,6 +411,7 @@ impl Media {
         out.push(HlsUpdate::Part {
             msn: seg.msn,
             index: seg.parts,
+            seq: n.next_part_seq,
             duration,
             independent: fragment.starts_with_keyframe,
             header: fragment.header,
@@ -413,6 +419,7 @@ impl Media {
             first_ingest: p.first_ingest,
         });
         seg.parts += 1;
+        n.next_part_seq += 1;
     }
 
     fn end_segment(&mut self, out: &mut Vec<HlsUpdate>) {
@@ -466,21 +473,21 @@ impl Media {
     }
 
     /// Emits what is open: the part (its last frame lasts the estimate) and the segment.
-    fn flush(&mut self, out: &mut Vec<HlsUpdate>) {
+    fn flush(&mut self, n: &mut Numbering, out: &mut Vec<HlsUpdate>) {
         let next = self
             .segment
             .as_ref()
             .and_then(|s| s.part.as_ref())
             .map(|p| p.last + self.est());
         if let Some(next) = next {
-            self.close_part(next, out);
+            self.close_part(n, next, out);
         }
         self.end_segment(out);
     }
 
     /// After a timestamp jump: flush, forget the timeline, and wait for a keyframe.
     fn restart(&mut self, n: &mut Numbering, out: &mut Vec<HlsUpdate>) -> Result<(), HlsError> {
-        self.flush(out);
+        self.flush(n, out);
         // A fresh builder: the old one would refuse earlier timestamps.
         self.builder = FragmentBuilder::new(&self.tracks)?;
         self.last_dts = [None; 2];

@@ -136,12 +136,10 @@ pub enum Resource {
         /// Media sequence number.
         msn: u64,
     },
-    /// `part-<msn>-<index>.m4s`.
+    /// `part-<seq>.m4s`: a part, by its stream-global sequence number.
     Part {
-        /// Media sequence number of its segment.
-        msn: u64,
-        /// Index within the segment.
-        index: u32,
+        /// Part sequence number.
+        seq: u64,
     },
 }
 
@@ -177,11 +175,9 @@ impl Resource {
                 msn: canonical(msn)?,
             });
         }
-        let rest = name.strip_prefix("part-")?.strip_suffix(".m4s")?;
-        let (msn, index) = rest.split_once('-')?;
+        let seq = name.strip_prefix("part-")?.strip_suffix(".m4s")?;
         Some(Resource::Part {
-            msn: canonical(msn)?,
-            index: u32::try_from(canonical(index)?).ok()?,
+            seq: canonical(seq)?,
         })
     }
 

@@ -52,12 +52,15 @@ pub enum HlsUpdate {
         /// The init segment it uses.
         init_id: u64,
     },
-    /// A part (one CMAF chunk, `moof` + `mdat`) of segment `msn`.
+    /// A part (one CMAF chunk, `moof` + `mdat`) of segment `msn`, named `part-<seq>.m4s`.
     Part {
         /// The segment.
         msn: u64,
-        /// Index within the segment, from 0.
+        /// Index within the segment, from 0 (its position for `_HLS_msn`/`_HLS_part`).
         index: u32,
+        /// Stream-global part sequence number: one more than the previous part's, across
+        /// segments, track changes and resumed republishes. The part's URI is `part-<seq>.m4s`.
+        seq: u64,
         /// Duration in whole milliseconds, at most the part target unless one frame is longer.
         duration: Duration,
         /// True when the part starts with a video keyframe (always for audio-only streams).

@@ -19,7 +19,7 @@ use crate::update::{HlsUpdate, StreamInfo};
 pub enum PartLookup {
     /// The part's body: send these buffers in order (one vectored write).
     Found(Vec<Bytes>),
-    /// The next part (the preload hint): hold the request and look again when
+    /// The next part (the preload hint names it): hold the request and look again when
     /// [`Window::revision`] changes.
     NotYet,
     /// Unknown, out of the window, or never going to exist: 404.
@@ -38,6 +38,7 @@ pub enum Readiness {
 }
 
 struct Part {
+    seq: u64,
     duration: Duration,
     independent: bool,
     header: Bytes,
@@ -108,7 +109,8 @@ impl Window {
     }
 
     /// Applies one update of the stream's packager. Updates that do not fit (a part of a
-    /// segment that is not in progress, a part index out of order) are ignored.
+    /// segment that is not in progress, a part index out of order, a part sequence number not
+    /// above the previous part's) are ignored.
     pub fn apply(&mut self, update: &HlsUpdate) {
         self.revision += 1;
         match update {
@@ -150,23 +152,27 @@ impl Window {
             HlsUpdate::Part {
                 msn,
                 index,
+                seq,
                 duration,
                 independent,
                 header,
                 payload,
                 ..
             } => {
+                let after_last = self.last_part_seq().is_none_or(|last| *seq > last);
                 let open = self.segments.back_mut().filter(|s| {
                     s.msn == *msn && s.duration.is_none() && s.parts.len() == *index as usize
                 });
-                if let Some(s) = open {
+                if let Some(s) = open.filter(|_| after_last) {
                     s.bytes += (header.len() + payload.len()) as u64;
                     s.parts.push(Part {
+                        seq: *seq,
                         duration: *duration,
                         independent: *independent,
                         header: header.clone(),
                         payload: payload.clone(),
                     });
+                    self.numbering.next_part_seq = seq.saturating_add(1);
                 }
             }
             HlsUpdate::SegmentEnd { msn, duration } => {
@@ -271,21 +277,40 @@ impl Window {
         self.segments.get(index).filter(|s| s.msn == msn)
     }
 
-    /// The part `part-<msn>-<index>.m4s`.
-    pub fn part(&self, msn: u64, index: u32) -> PartLookup {
-        let Some(s) = self.find(msn) else {
-            // The segment in progress may end at any frame: the next part may open a new one.
-            return if !self.ended && msn == self.numbering.next_msn && index == 0 {
-                PartLookup::NotYet
-            } else {
-                PartLookup::Gone
-            };
-        };
-        if let Some(p) = s.parts.get(index as usize) {
+    /// Sequence number of the newest part in the window.
+    fn last_part_seq(&self) -> Option<u64> {
+        self.segments
+            .iter()
+            .rev()
+            .find_map(|s| s.parts.last())
+            .map(|p| p.seq)
+    }
+
+    /// Sequence number of the next part, the one the preload hint names.
+    fn next_part_seq(&self) -> u64 {
+        self.numbering.next_part_seq
+    }
+
+    /// The part `part-<seq>.m4s`. [`PartLookup::NotYet`] for exactly the next part (the one
+    /// the preload hint names, whatever segment it will fall in) until the stream ends;
+    /// [`PartLookup::Gone`] for any other part not in the window.
+    pub fn part(&self, seq: u64) -> PartLookup {
+        // Part sequence numbers increase through the window: the part is in the newest
+        // segment whose first part is not after it, or nowhere.
+        let holder = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.parts.first().is_some_and(|p| p.seq <= seq));
+        let found = holder.and_then(|s| {
+            let i = s.parts.binary_search_by_key(&seq, |p| p.seq).ok()?;
+            s.parts.get(i)
+        });
+        if let Some(p) = found {
             let mut body = Vec::with_capacity(1 + p.payload.parts().len());
             p.append_body(&mut body);
             PartLookup::Found(body)
-        } else if !self.ended && s.duration.is_none() && index as usize == s.parts.len() {
+        } else if !self.ended && seq == self.next_part_seq() {
             PartLookup::NotYet
         } else {
             PartLookup::Gone

@@ -4,7 +4,7 @@ use super::*;
 use crate::{HlsError, HlsUpdate as U, PlaylistRequest as Req, Readiness, Window};
 
 /// One line per update, e.g. `start 3 disc seq 1 init 1 @2000` (date time minus T0) or
-/// `part 3.0 200 I` (milliseconds, independent).
+/// `part 3.0 #30 200 I` (msn.index, sequence number, milliseconds, independent).
 fn describe(u: &HlsUpdate) -> String {
     let flag = |on: bool, s: &str| if on { s.to_owned() } else { String::new() };
     match u {
@@ -25,12 +25,13 @@ fn describe(u: &HlsUpdate) -> String {
         U::Part {
             msn,
             index,
+            seq,
             duration,
             independent,
             ..
         } => {
             format!(
-                "part {msn}.{index} {}{}",
+                "part {msn}.{index} #{seq} {}{}",
                 ms(*duration),
                 flag(*independent, " I")
             )
@@ -38,6 +39,15 @@ fn describe(u: &HlsUpdate) -> String {
         U::SegmentEnd { msn, duration } => format!("end {msn} {}", ms(*duration)),
         U::Ended => "ended".to_owned(),
     }
+}
+
+/// The sequence numbers of the parts among `updates`.
+fn part_seqs(updates: &[HlsUpdate]) -> Vec<u64> {
+    let seq = |u: &HlsUpdate| match u {
+        U::Part { seq, .. } => Some(*seq),
+        _ => None,
+    };
+    updates.iter().filter_map(seq).collect()
 }
 
 fn described(updates: &[HlsUpdate], prefixes: &[&str]) -> Vec<String> {
@@ -56,9 +66,10 @@ fn segments_and_parts_follow_the_rules() {
     for msn in 0..5 {
         expected.push(format!("start {msn} seq 0 init 0 @{}", 2000 * msn));
         let parts = if msn < 4 { 10 } else { 5 };
-        expected.extend(
-            (0..parts).map(|i| format!("part {msn}.{i} 200{}", if i == 0 { " I" } else { "" })),
-        );
+        expected.extend((0..parts).map(|i| {
+            let independent = if i == 0 { " I" } else { "" };
+            format!("part {msn}.{i} #{} 200{independent}", 10 * msn + i)
+        }));
         if msn < 4 {
             expected.push(format!("end {msn} 2000"));
         }
@@ -176,7 +187,7 @@ fn packaging_waits_for_a_keyframe() {
 
 #[test]
 fn track_change_and_timestamp_reset_are_discontinuities() {
-    let (mut p, mut w, _) = packaged(PackagerConfig::default(), 3);
+    let (mut p, mut w, before) = packaged(PackagerConfig::default(), 3);
     // The same tracks again (a repeated sequence header) change nothing.
     assert!(p
         .set_tracks(&[h264_track(), aac_track()])
@@ -197,6 +208,9 @@ fn track_change_and_timestamp_reset_are_discontinuities() {
         "start 4 disc seq 2 init 1 @0",
     ];
     assert_eq!(described(&updates, &["init", "start", "end"]), expected);
+    // Part sequence numbers go on through both.
+    let seqs = part_seqs(&[before, updates].concat());
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
     let playlist = w.media_playlist(&Default::default());
     assert_eq!(
         playlist.matches("#EXT-X-DISCONTINUITY\n").count(),
@@ -208,7 +222,8 @@ fn track_change_and_timestamp_reset_are_discontinuities() {
 
 #[test]
 fn republish_continues_numbering() {
-    let (mut p, mut w, _) = packaged(PackagerConfig::default(), 5);
+    let (mut p, mut w, before) = packaged(PackagerConfig::default(), 5);
+    assert_eq!(part_seqs(&before).last(), Some(&24));
     p.end().iter().for_each(|u| w.apply(u));
     let mut p2 = Packager::new(PackagerConfig::default(), Some(&w));
     let mut fresh = Window::new(PackagerConfig::default());
@@ -222,6 +237,10 @@ fn republish_continues_numbering() {
     }
     let expected = ["init 1", "start 3 disc seq 1 init 1 @0"];
     assert_eq!(described(&updates, &["init", "start"]), expected);
+    assert_eq!(described(&updates, &["part"]), ["part 3.0 #25 200 I"]);
+    assert!(matches!(w.part(25), crate::PartLookup::Found(_)));
+    assert!(matches!(fresh.part(25), crate::PartLookup::Found(_)));
+    assert_eq!(fresh.part(26), crate::PartLookup::NotYet);
     assert!(!w.ended());
     // The same window goes on; a fresh one starts at segment 3.
     let same = w.media_playlist(&Default::default());
@@ -306,6 +325,7 @@ fn hostile_timestamps_never_panic() {
         seed % n
     };
     let mut dts = 0i64;
+    let mut all = Vec::new();
     for i in 0..20_000 {
         if i % 5000 == 0 {
             let tracks = [
@@ -313,10 +333,9 @@ fn hostile_timestamps_never_panic() {
                 vec![aac_track()],
                 vec![h264_track()],
             ];
-            p.set_tracks(&tracks[rand(3) as usize])
-                .unwrap()
-                .iter()
-                .for_each(|u| w.apply(u));
+            let updates = p.set_tracks(&tracks[rand(3) as usize]).unwrap();
+            updates.iter().for_each(|u| w.apply(u));
+            all.extend(updates);
         }
         dts = match rand(100) {
             0 => rand(1 << 40) as i64 - (1 << 20),
@@ -329,6 +348,7 @@ fn hostile_timestamps_never_panic() {
         let f = frame(kind, dts, rand(20) == 0, payload);
         if let Ok(updates) = p.push_frame(&f, rand(u64::MAX)) {
             updates.iter().for_each(|u| w.apply(u));
+            all.extend(updates);
         }
         if i % 97 == 0 {
             let msn = w.last_msn().unwrap_or(0);
@@ -338,7 +358,7 @@ fn hostile_timestamps_never_panic() {
                     part: Some(1),
                     skip: true,
                 }),
-                w.part(msn, 2),
+                w.part(rand(100)),
             );
             assert!(matches!(
                 w.readiness(&Req {
@@ -350,8 +370,13 @@ fn hostile_timestamps_never_panic() {
             ));
         }
     }
-    p.end().iter().for_each(|u| w.apply(u));
+    let end = p.end();
+    end.iter().for_each(|u| w.apply(u));
+    all.extend(end);
     assert!(w
         .media_playlist(&Req::default())
         .ends_with("#EXT-X-ENDLIST\n"));
+    // Whatever the timestamps did, part sequence numbers count up by one.
+    let seqs = part_seqs(&all);
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
 }

@@ -31,12 +31,13 @@ fn window_keeps_the_last_segments() {
         lines_with(&pl, "seg-"),
         ["seg-2.m4s", "seg-3.m4s", "seg-4.m4s", "seg-5.m4s"]
     );
+    // Parts are numbered across segments: segment n has parts 10n.. (ten per segment).
     // Segment 2 ends 7 s before the end, more than 3 target durations: its parts are not listed.
-    assert!(!pl.contains("part-2-") && pl.contains("part-3-0.m4s"));
-    assert!(pl.contains("#EXT-X-PART:DURATION=0.200,URI=\"part-6-0.m4s\",INDEPENDENT=YES\n"));
-    assert!(pl.contains("#EXT-X-PART:DURATION=0.200,URI=\"part-6-1.m4s\"\n"));
+    assert!(!pl.contains("part-29.m4s") && pl.contains("part-30.m4s"));
+    assert!(pl.contains("#EXT-X-PART:DURATION=0.200,URI=\"part-60.m4s\",INDEPENDENT=YES\n"));
+    assert!(pl.contains("#EXT-X-PART:DURATION=0.200,URI=\"part-61.m4s\"\n"));
     assert!(
-        pl.ends_with("URI=\"part-6-4.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-6-5.m4s\"\n"),
+        pl.ends_with("URI=\"part-64.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-65.m4s\"\n"),
         "{pl}"
     );
     assert_eq!(w.last_msn(), Some(6));
@@ -45,22 +46,104 @@ fn window_keeps_the_last_segments() {
     assert!(w.segment(1).is_none() && w.segment(6).is_none());
     let seg = w.segment(5).unwrap();
     let joined: Vec<u8> = seg.iter().flat_map(|b| b.iter().copied()).collect();
-    let parts: Vec<u8> = (0..10)
-        .flat_map(|i| match w.part(5, i) {
+    let parts: Vec<u8> = (50..60)
+        .flat_map(|seq| match w.part(seq) {
             PartLookup::Found(body) => body.concat(),
-            other => panic!("part 5.{i}: {other:?}"),
+            other => panic!("part {seq}: {other:?}"),
         })
         .collect();
     assert_eq!(joined, parts, "a segment is its parts back to back");
     assert_eq!(&joined[4..8], b"moof");
-    assert_eq!(w.part(5, 10), PartLookup::Gone);
-    assert_eq!(w.part(6, 5), PartLookup::NotYet);
-    assert_eq!(w.part(7, 0), PartLookup::NotYet);
+    // Segment 2 is still in the window (only its part lines are left out); segment 1 is not.
+    assert!(matches!(w.part(20), PartLookup::Found(_)));
+    assert!(matches!(w.part(64), PartLookup::Found(_)));
+    assert_eq!(w.part(65), PartLookup::NotYet);
     assert_eq!(
-        (w.part(6, 6), w.part(7, 1), w.part(1, 0)),
-        (PartLookup::Gone, PartLookup::Gone, PartLookup::Gone)
+        (w.part(66), w.part(19), w.part(0), w.part(u64::MAX)),
+        (
+            PartLookup::Gone,
+            PartLookup::Gone,
+            PartLookup::Gone,
+            PartLookup::Gone
+        )
     );
     assert!(w.init(0).is_some_and(|i| &i[4..8] == b"ftyp") && w.init(1).is_none());
+}
+
+#[test]
+fn the_hint_at_a_segment_end_names_the_next_segments_first_part() {
+    // At 4 s segment 1 has all ten parts (10..=19) but ends only with the keyframe at 4 s.
+    let (mut p, mut w, _) = packaged(PackagerConfig::default(), 4);
+    let pl = w.media_playlist(&Req::default());
+    assert!(
+        pl.ends_with("URI=\"part-19.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-20.m4s\"\n"),
+        "{pl}"
+    );
+    assert_eq!(w.part(20), PartLookup::NotYet);
+    // A player's blocking reload for the hint asks for part 10 of segment 1.
+    assert_eq!(
+        w.readiness(&req("_HLS_msn=1&_HLS_part=10")),
+        Readiness::Wait
+    );
+    let rest: Vec<_> = stream(5, true, true)
+        .into_iter()
+        .filter(|(f, _)| f.dts >= 4000)
+        .collect();
+    let updates = feed(&mut p, &mut w, &rest);
+    let first = updates.iter().find_map(|u| match u {
+        HlsUpdate::Part {
+            msn, index, seq, ..
+        } => Some((*msn, *index, *seq)),
+        _ => None,
+    });
+    assert_eq!(first, Some((2, 0, 20)), "the hinted part opens segment 2");
+    assert!(matches!(w.part(20), PartLookup::Found(_)));
+    assert_eq!(
+        w.readiness(&req("_HLS_msn=1&_HLS_part=10")),
+        Readiness::Ready
+    );
+    let pl = w.media_playlist(&Req::default());
+    assert!(pl.contains("seg-1.m4s\n#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z\n#EXT-X-PART:DURATION=0.200,URI=\"part-20.m4s\",INDEPENDENT=YES\n"), "{pl}");
+}
+
+#[test]
+fn the_first_playlist_maps_the_init_of_the_hinted_part() {
+    let cfg = PackagerConfig::default();
+    let (mut p, mut w) = (Packager::new(cfg, None), Window::new(cfg));
+    p.set_tracks(&[h264_track(), aac_track()])
+        .unwrap()
+        .iter()
+        .for_each(|u| w.apply(u));
+    let tail = "#EXT-X-MAP:URI=\"init-0.mp4\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-0.m4s\"\n";
+    let pl = w.media_playlist(&Req::default());
+    assert!(pl.ends_with(&format!("PART-TARGET=0.200\n{tail}")), "{pl}");
+    assert_eq!(w.part(0), PartLookup::NotYet);
+    // The segment has started, its first part is not complete yet.
+    let frames = stream(1, true, true);
+    feed(&mut p, &mut w, &frames[..3]);
+    assert_eq!(w.last_msn(), Some(0));
+    let pl = w.media_playlist(&Req::default());
+    assert!(pl.ends_with(&format!("PART-TARGET=0.200\n{tail}")), "{pl}");
+    // Once parts are listed, their segment carries the map, once.
+    feed(&mut p, &mut w, &frames[3..]);
+    let pl = w.media_playlist(&Req::default());
+    assert_eq!(pl.matches("#EXT-X-MAP:").count(), 1, "{pl}");
+    assert!(pl.contains("#EXT-X-MAP:URI=\"init-0.mp4\"\n#EXT-X-PROGRAM-DATE-TIME"));
+    // Tracks that change before the first segment: the current init.
+    let (mut p, mut w) = (Packager::new(cfg, None), Window::new(cfg));
+    for tracks in [vec![h264_track(), aac_track()], vec![h264_track()]] {
+        p.set_tracks(&tracks)
+            .unwrap()
+            .iter()
+            .for_each(|u| w.apply(u));
+    }
+    assert!(w.media_playlist(&Req::default()).ends_with(
+        "#EXT-X-MAP:URI=\"init-1.mp4\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-0.m4s\"\n"
+    ));
+    // No init at all: nothing to map.
+    assert!(!Window::new(cfg)
+        .media_playlist(&Req::default())
+        .contains("EXT-X-MAP"));
 }
 
 #[test]
@@ -91,7 +174,7 @@ fn blocking_reload_readiness() {
 #[test]
 fn end_lists_everything_and_stops_hinting() {
     let (mut p, mut w, _) = packaged(PackagerConfig::default(), 3);
-    assert_eq!(w.part(1, 5), PartLookup::NotYet);
+    assert_eq!(w.part(15), PartLookup::NotYet);
     let before = w.revision();
     p.end().iter().for_each(|u| w.apply(u));
     assert!(w.revision() > before && w.ended());
@@ -102,8 +185,9 @@ fn end_lists_everything_and_stops_hinting() {
     );
     // The last segment is the flushed remainder: 30 frames, 1 s.
     assert!(pl.contains("#EXTINF:1.000,\nseg-1.m4s"));
+    assert!(matches!(w.part(14), PartLookup::Found(_)));
     assert_eq!(
-        (w.part(1, 5), w.part(2, 0)),
+        (w.part(15), w.part(16)),
         (PartLookup::Gone, PartLookup::Gone)
     );
     assert_eq!(w.readiness(&req("_HLS_msn=2")), Readiness::Ready);
@@ -237,9 +321,11 @@ fn resource_names() {
         Resource::parse("seg-18446744073709551615.m4s"),
         Some(Segment { msn: u64::MAX })
     );
+    assert_eq!(Resource::parse("part-123.m4s"), Some(Part { seq: 123 }));
+    assert_eq!(Resource::parse("part-0.m4s"), Some(Part { seq: 0 }));
     assert_eq!(
-        Resource::parse("part-12-3.m4s"),
-        Some(Part { msn: 12, index: 3 })
+        Resource::parse("part-18446744073709551615.m4s"),
+        Some(Part { seq: u64::MAX })
     );
     for bad in [
         "",
@@ -252,18 +338,23 @@ fn resource_names() {
         "seg-18446744073709551616.m4s",
         "seg-1.mp4",
         "seg-1.m4s/..",
-        "part-1.m4s",
+        "part-12-3.m4s",
         "part-1-2-3.m4s",
         "part-1-4294967296.m4s",
         "part-1-00.m4s",
         "part- 1-2.m4s",
+        "part-.m4s",
+        "part-01.m4s",
+        "part--1.m4s",
+        "part-18446744073709551616.m4s",
+        "part-1.mp4",
         "seg-١.m4s",
         "SEG-1.m4s",
     ] {
         assert_eq!(Resource::parse(bad), None, "{bad:?}");
     }
     assert_eq!(Media.content_type(), "application/vnd.apple.mpegurl");
-    assert_eq!(Part { msn: 0, index: 0 }.content_type(), "video/mp4");
+    assert_eq!(Part { seq: 0 }.content_type(), "video/mp4");
 }
 
 #[test]

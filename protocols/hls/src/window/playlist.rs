@@ -5,8 +5,14 @@
 //! SERVER-CONTROL, PART-INF, [SKIP]
 //! per segment: [DISCONTINUITY] [MAP] PROGRAM-DATE-TIME [PART*] EXTINF uri
 //! segment in progress: [DISCONTINUITY] [MAP] PROGRAM-DATE-TIME PART*
-//! PRELOAD-HINT | ENDLIST
+//! [MAP] PRELOAD-HINT | ENDLIST
 //! ```
+//!
+//! Parts are named by their stream-global sequence number, `part-<seq>.m4s`, so the preload
+//! hint (`part-<next seq>.m4s`) names the next part whether it continues the segment in
+//! progress or opens the next one. A playlist that lists no segment yet still carries the
+//! current init's EXT-X-MAP before its hint, so a player that preloads the hinted part can
+//! decode it.
 //!
 //! Players without LL-HLS support (ffmpeg 5.1) ignore the LL tags and play the EXTINF
 //! segments; the tags of the segment in progress have no URI after them and are dropped.
@@ -50,7 +56,7 @@ impl Window {
     /// The media playlist, or with `_HLS_skip` its delta update: complete segments older than
     /// CAN-SKIP-UNTIL from the end are replaced by `EXT-X-SKIP`. Parts are listed for the
     /// segment in progress and for segments that end within three target durations of the
-    /// end; the preload hint names the next part.
+    /// end; the preload hint names the next part, `part-<next seq>.m4s`.
     pub fn media_playlist(&self, req: &PlaylistRequest) -> String {
         let target = self.target_secs;
         let part_target = Duration::from_millis(self.cfg.part_ms());
@@ -123,7 +129,7 @@ impl Window {
                 iso8601(s.program_date_time_ms)
             );
             if s.duration.is_none() || *a < parts_within {
-                for (i, p) in s.parts.iter().enumerate() {
+                for p in &s.parts {
                     let independent = if p.independent {
                         ",INDEPENDENT=YES"
                     } else {
@@ -131,9 +137,9 @@ impl Window {
                     };
                     let _ = writeln!(
                         o,
-                        "#EXT-X-PART:DURATION={},URI=\"part-{}-{i}.m4s\"{independent}",
+                        "#EXT-X-PART:DURATION={},URI=\"part-{}.m4s\"{independent}",
                         secs(p.duration),
-                        s.msn
+                        p.seq
                     );
                 }
             }
@@ -144,13 +150,18 @@ impl Window {
         if self.ended {
             o.push_str("#EXT-X-ENDLIST\n");
         } else {
-            let (msn, index) = match self.segments.back() {
-                Some(s) if s.duration.is_none() => (s.msn, s.parts.len()),
-                _ => (self.numbering.next_msn, 0),
+            // Nothing listed yet (before the first part): the hinted part still needs its init.
+            let current_init = match self.segments.back() {
+                Some(s) if s.duration.is_none() => Some(s.init_id),
+                _ => self.inits.last().map(|(id, _)| *id),
             };
+            if let (None, Some(id)) = (map, current_init) {
+                let _ = writeln!(o, "#EXT-X-MAP:URI=\"init-{id}.mp4\"");
+            }
             let _ = writeln!(
                 o,
-                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-{msn}-{index}.m4s\""
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-{}.m4s\"",
+                self.next_part_seq()
             );
         }
         o
