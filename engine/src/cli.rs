@@ -172,6 +172,9 @@ pub enum CliError {
     /// The server could not start or stopped with an error.
     #[error(transparent)]
     Serve(#[from] crate::server::ServeError),
+    /// A file the server needs could not be written.
+    #[error("{0}")]
+    Io(String),
 }
 
 /// Runs the command line of this process and returns its exit status.
@@ -272,9 +275,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn serve(config: Config) -> Result<(), CliError> {
+fn serve(mut config: Config) -> Result<(), CliError> {
     crate::logging::init(&config.log);
     let store = Store::open(&config.server.data_dir)?;
+    match crate::api::token::resolve(&mut config) {
+        Ok(crate::api::token::TokenSource::File(path)) => {
+            tracing::info!(path = %path.display(), "API token (Authorization: Bearer ...) is in this file")
+        }
+        Ok(source) => tracing::info!(?source, "API token configured"),
+        Err(e) => {
+            return Err(CliError::Io(format!(
+                "cannot write the API token into {}: {e}",
+                config.server.data_dir.display()
+            )))
+        }
+    }
     let interrupted = store.mark_interrupted_recordings()?;
     if interrupted > 0 {
         tracing::warn!(
