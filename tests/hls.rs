@@ -430,7 +430,7 @@ fn playlists_follow_the_ll_hls_rules() {
     assert_eq!(&init.body[4..8], b"ftyp");
 
     // Too far ahead: 400 at once, not a wait.
-    let far = after.last_msn() + 3;
+    let far = current.last_msn() + 3;
     let started = Instant::now();
     let r = get(port, &format!("/hls/rules/media.m3u8?_HLS_msn={far}"));
     assert_eq!(r.status, 400, "msn {far}: {}", r.text());

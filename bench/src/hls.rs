@@ -468,7 +468,12 @@ async fn client(idx: usize, target: Rc<Target>, sh: Rc<StepShared>) {
             continue;
         };
         if let Some(fault) = playlist::sequence_fault(&pl) {
-            sh.error(idx, Class::Protocol, "playlist: part names out of sequence", &fault);
+            sh.error(
+                idx,
+                Class::Protocol,
+                "playlist: part names out of sequence",
+                &fault,
+            );
         }
         // The blocking reload.
         let t0 = Instant::now();
@@ -496,9 +501,7 @@ async fn client(idx: usize, target: Rc<Target>, sh: Rc<StepShared>) {
         // segment when the hinted index turned out to be past the end of its segment. Either
         // way it is the part the hint named: a player may have fetched that URI already.
         let (id, uri, listed) = match new.parts.iter().find(|p| p.id >= hint.id) {
-            Some(p)
-                if p.id == hint.id || (hint.id.index > 0 && p.id == next_segment(hint.id)) =>
-            {
+            Some(p) if p.id == hint.id || (hint.id.index > 0 && p.id == next_segment(hint.id)) => {
                 if p.id != hint.id {
                     *sh.rollovers.borrow_mut() += 1;
                 }
