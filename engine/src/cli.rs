@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! zerocast serve [--config FILE]
-//! zerocast streams create NAME [--record] [--json]
-//! zerocast streams set NAME --record true|false|default [--json]
+//! zerocast streams create NAME [--record] [--description TEXT] [--json]
+//! zerocast streams set NAME [--record true|false|default] [--description TEXT]
+//!                           [--enabled true|false] [--json]
 //! zerocast streams list [--json]
 //! zerocast streams delete NAME
 //! zerocast streams rotate-key NAME [--json]
@@ -22,7 +23,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, DEFAULT_TOML};
-use crate::store::{RecordingRow, Store, StoreError, StreamRecord};
+use crate::store::{
+    RecordingRow, SessionRow, Store, StoreError, StreamInfo, StreamRecord, StreamUpdate,
+};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -76,26 +79,39 @@ pub enum StreamsCommand {
         /// follows `recording.record`; see `zerocast streams set`).
         #[arg(long)]
         record: bool,
-        /// Print `{"name","key","created_at","record"}` as JSON.
+        /// A description for operators (at most 1024 characters).
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// Print `{"id","name","key","created_at","record","description","enabled"}` as JSON.
         #[arg(long)]
         json: bool,
     },
-    /// Change a stream's settings.
+    /// Change a stream's settings (at least one of them).
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true)
+        .args(["record", "description", "enabled"]))]
     Set {
         /// Stream name.
         name: String,
         /// Whether the stream is recorded: `true`, `false`, or `default` to follow
         /// `recording.record`.
         #[arg(long, value_name = "true|false|default")]
-        record: RecordSetting,
-        /// Print `{"name","record"}` as JSON.
+        record: Option<RecordSetting>,
+        /// A description for operators; an empty one removes it.
+        #[arg(long, value_name = "TEXT")]
+        description: Option<String>,
+        /// `false` refuses every publish (a live publisher stays until it leaves; the API's
+        /// PATCH also stops it).
+        #[arg(long, value_name = "true|false")]
+        enabled: Option<bool>,
+        /// Print the stream's settings as JSON (as in `streams list --json`).
         #[arg(long)]
         json: bool,
     },
-    /// List streams (names, creation times, recording; keys are not shown).
+    /// List streams (names, status, creation times, recording; keys are not shown).
     List {
-        /// Print a JSON array of `{"name","created_at","record"}` (`record` is null when the
-        /// stream follows `recording.record`).
+        /// Print a JSON array of `{"id","name","status","created_at","record","description",
+        /// "enabled"}` (`record` is null when the stream follows `recording.record`; `status`
+        /// is idle, live, ended, error or disabled, from the publish history).
         #[arg(long)]
         json: bool,
     },
@@ -224,7 +240,7 @@ fn one_line_usage_error(e: &clap::Error) -> String {
 }
 
 /// `e` and its sources, joined by ": ".
-fn error_chain(e: &dyn StdError) -> String {
+pub(crate) fn error_chain(e: &dyn StdError) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -290,6 +306,13 @@ fn serve(mut config: Config) -> Result<(), CliError> {
             )))
         }
     }
+    let open_sessions = store.close_open_sessions()?;
+    if open_sessions > 0 {
+        tracing::warn!(
+            open_sessions,
+            "publish sessions left open by a previous run are closed with an error"
+        );
+    }
     let interrupted = store.mark_interrupted_recordings()?;
     if interrupted > 0 {
         tracing::warn!(
@@ -315,19 +338,61 @@ fn serve(mut config: Config) -> Result<(), CliError> {
 
 fn streams(store: &Store, command: StreamsCommand) -> Result<(), CliError> {
     match command {
-        StreamsCommand::Create { name, record, json } => {
+        StreamsCommand::Create {
+            name,
+            record,
+            description,
+            json,
+        } => {
+            check_description(description.as_deref())?;
             let flag = record.then_some(true);
-            let created = store.create_stream_recording(&name, flag)?;
-            print_key(&created, flag, json, "created")
-        }
-        StreamsCommand::Set { name, record, json } => {
-            store.set_record(&name, record.flag())?;
+            let (created, info) = store.create_stream_with(&name, flag, description.as_deref())?;
             if json {
-                return write_json(&serde_json::json!({ "name": name, "record": record.flag() }));
+                let mut v = info_json(&info, None);
+                v["key"] = created.key.clone().into();
+                return write_json(&v);
             }
-            match record.flag() {
-                Some(r) => println!("stream {name}: record = {r}"),
-                None => println!("stream {name}: record follows recording.record"),
+            print_key(&created, flag, false, "created")
+        }
+        StreamsCommand::Set {
+            name,
+            record,
+            description,
+            enabled,
+            json,
+        } => {
+            check_description(description.as_deref())?;
+            let update = StreamUpdate {
+                record: record.map(RecordSetting::flag),
+                description: description.map(|d| (!d.is_empty()).then_some(d)),
+                enabled,
+            };
+            let info = store.update_stream(&name, &update)?;
+            if json {
+                let last = store.stream_info(&name)?.and_then(|(_, last)| last);
+                return write_json(&info_json(&info, last.as_ref()));
+            }
+            if let Some(record) = record {
+                match record.flag() {
+                    Some(r) => println!("stream {name}: record = {r}"),
+                    None => println!("stream {name}: record follows recording.record"),
+                }
+            }
+            if let Some(d) = &update.description {
+                match d {
+                    Some(d) => println!("stream {name}: description = {d:?}"),
+                    None => println!("stream {name}: description removed"),
+                }
+            }
+            if let Some(e) = enabled {
+                println!(
+                    "stream {name}: {}",
+                    if e {
+                        "enabled"
+                    } else {
+                        "disabled (publishing is refused)"
+                    }
+                );
             }
             Ok(())
         }
@@ -344,46 +409,89 @@ fn streams(store: &Store, command: StreamsCommand) -> Result<(), CliError> {
             Ok(())
         }
         StreamsCommand::List { json } => {
-            let records = store.list()?;
-            let flags: std::collections::HashMap<String, Option<bool>> =
-                store.record_flags()?.into_iter().collect();
-            let flag = |name: &str| flags.get(name).copied().flatten();
+            let infos = store.stream_infos()?;
             if json {
-                let list: Vec<_> = records
+                let list: Vec<_> = infos
                     .iter()
-                    .map(|r| {
-                        serde_json::json!({
-                            "name": r.name,
-                            "created_at": r.created_at,
-                            "record": flag(&r.name),
-                        })
-                    })
+                    .map(|(info, last)| info_json(info, last.as_ref()))
                     .collect();
                 return write_json(&serde_json::Value::Array(list));
             }
-            if records.is_empty() {
+            if infos.is_empty() {
                 println!("no streams; create one with `zerocast streams create NAME`");
+                return Ok(());
             }
-            let width = records
+            let width = infos
                 .iter()
-                .map(|r| r.name.len())
+                .map(|(r, _)| r.name.len())
                 .max()
                 .unwrap_or(0)
                 .max(4);
-            if !records.is_empty() {
-                println!("{:width$}  CREATED (UTC)        RECORD", "NAME");
-            }
-            for r in &records {
-                let record = match flag(&r.name) {
+            println!(
+                "{:width$}  STATUS    CREATED (UTC)        RECORD   DESCRIPTION",
+                "NAME"
+            );
+            for (r, last) in &infos {
+                let record = match r.record {
                     Some(true) => "yes",
                     Some(false) => "no",
                     None => "default",
                 };
-                println!("{:width$}  {}  {record}", r.name, format_utc(r.created_at));
+                println!(
+                    "{:width$}  {:8}  {}  {record:7}  {}",
+                    r.name,
+                    stored_status(r, last.as_ref()),
+                    format_utc(r.created_at),
+                    r.description.as_deref().unwrap_or("")
+                );
             }
             Ok(())
         }
     }
+}
+
+fn check_description(d: Option<&str>) -> Result<(), CliError> {
+    match d {
+        Some(d) if d.chars().count() > crate::api::MAX_DESCRIPTION => Err(CliError::Io(format!(
+            "the description is longer than {} characters",
+            crate::api::MAX_DESCRIPTION
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A stream's status as the store knows it (the API also asks the shards whether it is
+/// live): disabled, live (an open session), error (the last session ended with one), ended,
+/// or idle (never published).
+fn stored_status(info: &StreamInfo, last: Option<&SessionRow>) -> &'static str {
+    if !info.enabled {
+        return "disabled";
+    }
+    match last {
+        None => "idle",
+        Some(s) if s.ended_at_ms.is_none() => "live",
+        Some(s)
+            if s.end_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("error")) =>
+        {
+            "error"
+        }
+        Some(_) => "ended",
+    }
+}
+
+/// A stream's settings as JSON, with the same field names as the API.
+fn info_json(info: &StreamInfo, last: Option<&SessionRow>) -> serde_json::Value {
+    serde_json::json!({
+        "id": info.id,
+        "name": info.name,
+        "status": stored_status(info, last),
+        "created_at": info.created_at,
+        "record": info.record,
+        "description": info.description,
+        "enabled": info.enabled,
+    })
 }
 
 fn record_flag(store: &Store, name: &str) -> Result<Option<bool>, CliError> {
@@ -521,7 +629,7 @@ mod tests {
         let cli = parse(&["streams", "create", "cam1", "--json"]).unwrap();
         assert!(matches!(
             cli.command,
-            Command::Streams { command: StreamsCommand::Create { ref name, json: true, record: false } } if name == "cam1"
+            Command::Streams { command: StreamsCommand::Create { ref name, json: true, record: false, description: None } } if name == "cam1"
         ));
         let cli = parse(&["streams", "create", "cam1", "--record"]).unwrap();
         assert!(matches!(
@@ -538,11 +646,28 @@ mod tests {
             let cli = parse(&["streams", "set", "cam1", "--record", value]).unwrap();
             assert!(matches!(
                 cli.command,
-                Command::Streams { command: StreamsCommand::Set { record, .. } } if record == want
+                Command::Streams { command: StreamsCommand::Set { record: Some(record), .. } } if record == want
             ));
         }
         assert!(parse(&["streams", "set", "cam1", "--record", "maybe"]).is_err());
-        assert!(parse(&["streams", "set", "cam1"]).is_err());
+        assert!(
+            parse(&["streams", "set", "cam1"]).is_err(),
+            "set needs a change"
+        );
+        let cli = parse(&[
+            "streams",
+            "set",
+            "cam1",
+            "--enabled",
+            "false",
+            "--description",
+            "d",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Streams { command: StreamsCommand::Set { enabled: Some(false), record: None, description: Some(ref d), .. } } if d == "d"
+        ));
         let cli = parse(&["recordings", "list", "--stream", "cam1", "--json"]).unwrap();
         assert!(matches!(
             cli.command,
@@ -629,6 +754,55 @@ mod tests {
         .unwrap())
         .unwrap();
         assert_eq!(store.record_flags().unwrap(), [("cam".to_owned(), None)]);
+        run(parse(&[
+            "streams",
+            "set",
+            "cam",
+            "--enabled",
+            "false",
+            "--description",
+            "hello",
+            "--json",
+            "--config",
+            c,
+        ])
+        .unwrap())
+        .unwrap();
+        let (info, _) = store.stream_info("cam").unwrap().unwrap();
+        assert_eq!(
+            (info.enabled, info.description.as_deref()),
+            (false, Some("hello"))
+        );
+        assert_eq!(stored_status(&info, None), "disabled");
+        run(parse(&[
+            "streams",
+            "set",
+            "cam",
+            "--enabled",
+            "true",
+            "--description",
+            "",
+            "--config",
+            c,
+        ])
+        .unwrap())
+        .unwrap();
+        let (info, _) = store.stream_info("cam").unwrap().unwrap();
+        assert_eq!((info.enabled, info.description), (true, None));
+        let long = "x".repeat(1025);
+        assert!(run(parse(&[
+            "streams",
+            "set",
+            "cam",
+            "--description",
+            &long,
+            "--config",
+            c
+        ])
+        .unwrap())
+        .is_err());
+        run(parse(&["streams", "list", "--config", c]).unwrap()).unwrap();
+        run(parse(&["streams", "list", "--json", "--config", c]).unwrap()).unwrap();
         let missing =
             run(parse(&["streams", "set", "nope", "--record", "true", "--config", c]).unwrap())
                 .unwrap_err();

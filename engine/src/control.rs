@@ -20,6 +20,8 @@ use crate::events::IngestStats;
 pub enum Query {
     /// To shard 0: every live stream, with its origin shard and generation.
     LiveStreams,
+    /// To every shard: its counters and latency distributions (`GET /metrics`).
+    Metrics,
     /// To a stream's origin shard: its ingest statistics.
     Ingest {
         /// Stream name.
@@ -51,6 +53,8 @@ pub enum Answer {
     Viewers(ViewerCounts),
     /// Whether a publisher was found and told to stop.
     Stopped(bool),
+    /// That shard's metrics.
+    Metrics(Box<crate::metrics::ShardMetricsSnapshot>),
 }
 
 /// Facts of a track, as the stats API shows them.

@@ -146,6 +146,16 @@ impl HlsShard {
         self.streams.borrow().get(name).cloned()
     }
 
+    /// LL-HLS clients of every stream on this shard that fetched something within
+    /// [`HLS_ACTIVE_WINDOW`] (a client of two streams counts twice).
+    pub fn active_clients(&self, now: Instant) -> u64 {
+        self.streams
+            .borrow()
+            .values()
+            .map(|s| s.active_clients(now))
+            .sum()
+    }
+
     /// Applies updates of `name` (from this shard's packager or another shard's).
     pub fn apply(&self, name: &Arc<str>, updates: &[HlsUpdate]) {
         let stream = self

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod ingest;
 pub mod limits;

@@ -16,6 +16,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use zerocast_codecs::{ByteRope, MediaKind};
 
+use crate::metrics::ShardMetrics;
+
 /// One RTMP message, chunked and ready for the wire, shared by all viewers of a shard.
 #[derive(Debug)]
 pub struct WireMessage {
@@ -27,6 +29,8 @@ pub struct WireMessage {
     pub keyframe: bool,
     /// When the frame entered the engine; `None` for headers and metadata.
     pub ingest: Option<Instant>,
+    /// When this shard encoded it and queued it for its viewers (queue-wait histogram).
+    pub queued: Instant,
 }
 
 /// An item waiting in an [`Outbox`].
@@ -69,6 +73,8 @@ pub struct Outbox {
     inner: RefCell<Inner>,
     media_limit: usize,
     sent_bytes: std::cell::Cell<u64>,
+    /// The shard's counters, where dropped frames are counted as they happen.
+    metrics: Option<Rc<ShardMetrics>>,
 }
 
 impl Outbox {
@@ -78,7 +84,25 @@ impl Outbox {
             inner: RefCell::new(Inner::default()),
             media_limit,
             sent_bytes: std::cell::Cell::new(0),
+            metrics: None,
         })
+    }
+
+    /// Like [`Outbox::new`], counting dropped frames in the shard's `metrics` too.
+    pub fn with_metrics(media_limit: usize, metrics: Rc<ShardMetrics>) -> Rc<Self> {
+        Rc::new(Outbox {
+            inner: RefCell::new(Inner::default()),
+            media_limit,
+            sent_bytes: std::cell::Cell::new(0),
+            metrics: Some(metrics),
+        })
+    }
+
+    fn count_dropped(&self, inner: &mut Inner, n: u64) {
+        inner.dropped_frames += n;
+        if let Some(m) = &self.metrics {
+            m.frames_dropped(n);
+        }
     }
 
     fn wake(inner: &mut Inner) {
@@ -121,7 +145,7 @@ impl Outbox {
         let resumable = !has_video || (msg.kind == MediaKind::Video && msg.keyframe);
         if inner.skipping {
             if !resumable {
-                inner.dropped_frames += 1;
+                self.count_dropped(&mut inner, 1);
                 return;
             }
             inner.skipping = false;
@@ -134,11 +158,12 @@ impl Outbox {
                 OutItem::Media(m) | OutItem::Replay(m) => m.ingest.is_none(),
                 OutItem::Control(_) => true,
             });
-            inner.dropped_frames += (before - inner.queue.len()) as u64;
+            let dropped = (before - inner.queue.len()) as u64;
+            self.count_dropped(&mut inner, dropped);
             inner.media_bytes = 0;
             if !resumable {
                 inner.skipping = true;
-                inner.dropped_frames += 1;
+                self.count_dropped(&mut inner, 1);
                 return;
             }
         }
@@ -250,6 +275,7 @@ mod tests {
             kind,
             keyframe,
             ingest: Some(Instant::now()),
+            queued: Instant::now(),
         })
     }
 
@@ -277,6 +303,18 @@ mod tests {
     }
 
     #[test]
+    fn drops_are_counted_in_the_shard_metrics_as_they_happen() {
+        let m = ShardMetrics::new();
+        let o = Outbox::with_metrics(250, m.clone());
+        for keyframe in [true, false, false] {
+            o.push_frame(&frame(MediaKind::Video, keyframe, 100), true, false, true);
+        }
+        o.push_frame(&frame(MediaKind::Audio, false, 10), true, false, true);
+        assert_eq!(o.dropped_frames(), 4);
+        assert_eq!(m.read().dropped_frames, 4);
+    }
+
+    #[test]
     fn headers_and_control_survive_overflow() {
         let o = Outbox::new(150);
         o.push_control(Bytes::from_static(b"ctl").into());
@@ -285,6 +323,7 @@ mod tests {
             kind: MediaKind::Video,
             keyframe: false,
             ingest: None,
+            queued: Instant::now(),
         });
         o.push_header(&hdr);
         o.push_frame(&frame(MediaKind::Video, true, 100), true, false, true);

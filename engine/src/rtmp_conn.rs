@@ -18,6 +18,7 @@ use zerocast_rtmp::{Input, Limits, Output, ServerEvent, ServerSession, SessionCo
 use crate::config::{Config, PublishAuth};
 use crate::events::{unix_ms, Event};
 use crate::ingest::FlvIngest;
+use crate::metrics::{AuthFailure, Egress, ErrorKind, PlayerGauge, Protocol};
 use crate::outbox::{OutItem, Outbox};
 use crate::rt::{self, tcp::MAX_IOVECS, LocalEvent};
 use crate::shard::{Origin, PublishInfo, Shard, Subscription};
@@ -57,6 +58,8 @@ struct Playing {
     viewer: Rc<Viewer>,
     name: std::sync::Arc<str>,
     joined_at_ms: u64,
+    /// Counts this player in `zerocast_viewers` while it lives.
+    _counted: PlayerGauge,
 }
 
 /// Why a connection ends, for the log.
@@ -103,7 +106,7 @@ pub async fn serve(shard: Rc<Shard>, transport: Transport, id: u64) {
     let _ = transport
         .tcp()
         .set_write_timeout(Some(shard.cfg.limits.viewer_stall));
-    let outbox = Outbox::new(shard.cfg.limits.viewer_queue_bytes);
+    let outbox = Outbox::with_metrics(shard.cfg.limits.viewer_queue_bytes, shard.metrics.clone());
     let writer_done = LocalEvent::new();
     rt::spawn(run_writer(
         shard.clone(),
@@ -147,6 +150,7 @@ impl Conn {
                 return end;
             }
             if self.awaiting_setup() && rt::now() >= self.setup_deadline {
+                self.shard.metrics.handshake_failed(self.metrics_protocol());
                 return End::Error(
                     "neither publishing nor playing within limits.handshake_timeout".into(),
                 );
@@ -164,7 +168,16 @@ impl Conn {
                 {
                     return End::PeerClosed
                 }
-                Wake::Data(Err(e)) => return End::Error(format!("read failed: {e}")),
+                Wake::Data(Err(e)) => {
+                    // With TLS, a failed TLS handshake surfaces as a read error.
+                    if matches!(&self.transport, Transport::Tls(_, t) if t.borrow().is_handshaking())
+                    {
+                        self.shard.metrics.handshake_failed(self.metrics_protocol());
+                    } else {
+                        self.count_error(ErrorKind::Io);
+                    }
+                    return End::Error(format!("read failed: {e}"));
+                }
                 Wake::Timer => self.session.handle_input(Input::Timeout(now)),
                 Wake::Shutdown => {
                     // Tell a player its stream is over rather than just hanging up.
@@ -176,14 +189,26 @@ impl Conn {
                 }
                 Wake::Kicked => return End::Kicked,
                 Wake::StreamEnded => {
-                    if let Some(p) = self.playing.take() {
-                        self.session.end_play(p.stream_id);
+                    // `finish` detaches the player and raises `viewer.left`.
+                    if let Some(id) = self.playing.as_ref().map(|p| p.stream_id) {
+                        self.session.end_play(id);
                         self.flush_transmits();
                     }
                     return End::StreamEnded;
                 }
             };
             if let Err(e) = result {
+                use zerocast_rtmp::Error as E;
+                match &e {
+                    E::HandshakeTimeout | E::BadHandshakeVersion { .. } => {
+                        self.shard.metrics.handshake_failed(self.metrics_protocol())
+                    }
+                    E::IdleTimeout => self.count_error(ErrorKind::Timeout),
+                    _ if !self.session.is_established() => {
+                        self.shard.metrics.handshake_failed(self.metrics_protocol())
+                    }
+                    _ => self.count_error(ErrorKind::Protocol),
+                }
                 return End::Error(format!("protocol error: {e}"));
             }
         }
@@ -287,6 +312,7 @@ impl Conn {
             ServerEvent::Play { stream_id, name } => self.on_play(stream_id, &name).await,
             ServerEvent::Media(msg) => {
                 let Some(p) = &mut self.publishing else {
+                    self.count_error(ErrorKind::Protocol);
                     return Some(End::Error(format!(
                         "media on stream id {} that is not publishing",
                         msg.stream_id
@@ -307,6 +333,9 @@ impl Conn {
                             "NetStream.Publish.Failed",
                             &format!("unsupported or malformed {:?} data: {e}", msg.kind),
                         );
+                        self.shard
+                            .metrics
+                            .error(self.metrics_protocol(), ErrorKind::BadMedia);
                         return Some(End::Error(format!("bad {:?} tag: {e}", msg.kind)));
                     }
                 }
@@ -383,6 +412,20 @@ impl Conn {
             );
             return Some(End::Refused);
         }
+        let peer = self.transport.peer_addr();
+        if crate::limits::publish_blocked(
+            peer.ip(),
+            self.shard.cfg.auth.max_failed_publish_per_minute,
+        ) {
+            warn!(conn = self.id, %peer, "publish refused: too many failed attempts from this address (auth.max_failed_publish_per_minute)");
+            self.shard.metrics.auth_failed(AuthFailure::RateLimited);
+            self.session.reject_publish(
+                stream_id,
+                BAD_NAME,
+                "too many failed attempts; try again later",
+            );
+            return Some(End::Refused);
+        }
         // The key is secret: never log `raw_name`.
         let key = strip_query(raw_name);
         let record_default = self.shard.cfg.recording.record;
@@ -397,9 +440,17 @@ impl Conn {
                 (key.to_owned(), record_default)
             }
             PublishAuth::Keys => match self.shard.store.authorize_publish(key.to_owned()).await {
+                Ok(Some(grant)) if !grant.enabled => {
+                    warn!(conn = self.id, stream = %grant.name, %peer, "publish refused: the stream is disabled");
+                    self.session
+                        .reject_publish(stream_id, BAD_NAME, "stream is disabled");
+                    return Some(End::Refused);
+                }
                 Ok(Some(grant)) => (grant.name, grant.record.unwrap_or(record_default)),
                 Ok(None) => {
+                    crate::limits::note_failed_publish(peer.ip());
                     warn!(conn = self.id, peer = %self.transport.peer_addr(), "publish refused: invalid stream key");
+                    self.shard.metrics.auth_failed(AuthFailure::StreamKey);
                     self.session
                         .reject_publish(stream_id, BAD_NAME, "invalid stream key");
                     return Some(End::Refused);
@@ -415,6 +466,9 @@ impl Conn {
                 }
             },
         };
+        if let Some(end) = self.ask_publish_hook(stream_id, &name).await {
+            return Some(end);
+        }
         let takeover = self.shard.cfg.streams.takeover;
         let Some(generation) = self.shard.claim(&name, takeover).await else {
             warn!(conn = self.id, stream = %name, "publish refused: stream already live");
@@ -443,6 +497,51 @@ impl Conn {
             ingest: FlvIngest::default(),
         });
         None
+    }
+
+    /// Asks the `on_publish` hook, when configured, whether `name` may be published from
+    /// here; `Some` (after telling the publisher) when it may not.
+    async fn ask_publish_hook(&mut self, stream_id: u32, name: &str) -> Option<End> {
+        let hooks = self.shard.hooks.get()?.clone();
+        let peer = self.transport.peer_addr();
+        let request = crate::hooks::PublishRequest {
+            stream: name,
+            protocol: self.protocol(),
+            remote: peer,
+            app: self.app.as_deref().unwrap_or_default(),
+        };
+        use crate::hooks::PublishVerdict as V;
+        match hooks.check_publish(request).await? {
+            V::Allowed(status) => {
+                debug!(conn = self.id, stream = %name, status, "on_publish hook allowed the publish");
+                None
+            }
+            V::Refused(status) => {
+                crate::limits::note_failed_publish(peer.ip());
+                warn!(conn = self.id, stream = %name, %peer, status, "publish refused by on_publish hook");
+                self.shard.metrics.auth_failed(AuthFailure::Hook);
+                self.session.reject_publish(
+                    stream_id,
+                    "NetStream.Publish.BadName",
+                    "refused by on_publish hook",
+                );
+                Some(End::Refused)
+            }
+            V::Unanswered { error, allowed } if allowed => {
+                warn!(conn = self.id, stream = %name, %peer, "on_publish hook did not answer ({error}); publish allowed: hooks.fail_open = true");
+                None
+            }
+            V::Unanswered { error, .. } => {
+                warn!(conn = self.id, stream = %name, %peer, "publish refused: on_publish hook did not answer ({error}) and hooks.fail_open = false");
+                self.shard.metrics.auth_failed(AuthFailure::Hook);
+                self.session.reject_publish(
+                    stream_id,
+                    "NetStream.Publish.Failed",
+                    "publish authorization unavailable",
+                );
+                Some(End::Refused)
+            }
+        }
     }
 
     async fn on_play(&mut self, stream_id: u32, raw_name: &str) -> Option<End> {
@@ -488,6 +587,7 @@ impl Conn {
                     viewer,
                     name,
                     joined_at_ms,
+                    _counted: self.shard.metrics.player_joined(self.metrics_protocol()),
                 });
                 None
             }
@@ -548,6 +648,14 @@ impl Conn {
             Transport::Tls(..) => "rtmps",
         }
     }
+
+    fn metrics_protocol(&self) -> Protocol {
+        Protocol::rtmp(matches!(self.transport, Transport::Tls(..)))
+    }
+
+    fn count_error(&self, kind: ErrorKind) {
+        self.shard.metrics.error(self.metrics_protocol(), kind);
+    }
 }
 
 /// Drops the `?query` part of a stream name (`KEY?token=...`).
@@ -573,6 +681,10 @@ async fn run_writer(
         if let Err(e) = result {
             if e.kind() == std::io::ErrorKind::TimedOut {
                 warn!(conn = id, stall = ?shard.cfg.limits.viewer_stall, "viewer dropped: it took nothing for limits.viewer_stall");
+                let tls = matches!(transport, Transport::Tls(..));
+                shard
+                    .metrics
+                    .error(Protocol::rtmp(tls), ErrorKind::ViewerStall);
             } else {
                 debug!(conn = id, "write failed: {e}");
             }
@@ -580,7 +692,11 @@ async fn run_writer(
             transport.shutdown();
             break;
         }
-        outbox.add_sent(slices.iter().map(|s| s.len() as u64).sum());
+        let sent = slices.iter().map(|s| s.len() as u64).sum();
+        outbox.add_sent(sent);
+        shard
+            .metrics
+            .sent(Egress::rtmp(matches!(transport, Transport::Tls(..))), sent);
         let now = rt::now();
         let mut stats = shard.stats.borrow_mut();
         for item in batch.drain(..) {
@@ -588,6 +704,9 @@ async fn run_writer(
                 if let (Some(t), MediaKind::Video) = (m.ingest, m.kind) {
                     let us = now.saturating_duration_since(t).as_micros() as u64;
                     stats.rtmp_egress_latency_us.saturating_record(us.max(1));
+                    // Live frames are queued for every viewer right after they are encoded.
+                    let waited = now.saturating_duration_since(m.queued).as_micros() as u64;
+                    stats.rtmp_queue_wait_us.saturating_record(waited.max(1));
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::rt::{self, TcpListener};
 use crate::shard::{MeshMsg, Shard, MESH_CHANNEL_CAPACITY};
 use crate::store::{spawn_store_thread, Store, StoreHandle};
 use crate::transport::Transport;
-use crate::{http, rtmp_conn, tls};
+use crate::{http, metrics, rtmp_conn, tls};
 
 /// Memory each shard registers with io_uring. It is locked memory (RLIMIT_MEMLOCK, often
 /// 8 MiB per process in containers), and the engine does no file I/O through it, so keep it
@@ -57,6 +57,9 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// A webhook URL cannot be used.
+    #[error("{0}")]
+    Hooks(#[from] crate::hooks::HooksError),
 }
 
 /// What a shard hands back when it stops.
@@ -71,6 +74,10 @@ struct Shared {
     cfg: Arc<Config>,
     store: StoreHandle,
     recorder: Recorder,
+    /// The webhooks, when any is configured.
+    hooks: Option<crate::hooks::Hooks>,
+    /// Events from threads that are not shards (the recorder); shard 0 emits them.
+    inbox: flume::Receiver<crate::events::Event>,
     tls: Option<Arc<rustls::ServerConfig>>,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     limits: Arc<ConnectionLimits>,
@@ -123,12 +130,19 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
         ),
         None => None,
     };
+    let hooks = crate::hooks::spawn_hooks(&config.hooks)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_signals(stop.clone())?;
     let store = spawn_store_thread(store);
     // Next to the store thread: recordings are indexed through it.
-    let (recorder, recorder_thread) =
-        spawn_recorder_thread(&config.recording, &config.server.data_dir, store.clone());
+    let (inbox_tx, inbox) = flume::bounded(crate::events::INBOX_CAPACITY);
+    let (recorder, recorder_thread) = spawn_recorder_thread(
+        &config.recording,
+        &config.server.data_dir,
+        store.clone(),
+        Some(inbox_tx),
+    );
+    let (hooks, hooks_thread) = hooks.unzip();
     let shared = Arc::new(Shared {
         limits: ConnectionLimits::new(
             config.limits.max_connections,
@@ -137,6 +151,8 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
         cfg: Arc::new(config),
         store,
         recorder,
+        hooks,
+        inbox,
         tls,
         http_tls,
         stop: stop.clone(),
@@ -197,6 +213,15 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
     }
     // After the shards (their last fragments are queued), before the store (it indexes them).
     recorder_thread.stop();
+    // Files the recorder closed after the shards stopped: their webhooks still go out.
+    if let Some(hooks) = &shared.hooks {
+        for event in shared.inbox.try_iter() {
+            hooks.notify(&Arc::new(event));
+        }
+    }
+    if let Some(t) = hooks_thread {
+        t.stop();
+    }
     shared.store.shutdown();
     if let Some(e) = first_error {
         return Err(e);
@@ -380,6 +405,37 @@ async fn run_shard(
     if let Some(r) = receivers {
         shard.start_mesh_receivers(r);
     }
+    {
+        // Publish history (`GET /api/v1/streams/NAME/sessions`): starts and ends go to the
+        // store thread without waiting; a full queue loses the row, never delays the shard.
+        let store = shared.store.clone();
+        shard.add_event_sink(Box::new(move |event| {
+            if let Some(ev) = crate::store::SessionEvent::from_event(event) {
+                if let Err(e) = store.record_session(ev) {
+                    warn!(stream = event.stream(), "session history not recorded: {e}");
+                }
+            }
+        }));
+    }
+    if let Some(hooks) = &shared.hooks {
+        let _ = shard.hooks.set(hooks.clone());
+        if hooks.notifies() {
+            let hooks = hooks.clone();
+            shard.add_event_sink(Box::new(move |event| {
+                hooks.notify(event);
+            }));
+        }
+    }
+    if id == 0 {
+        // Events raised by the recorder thread (`recording.done`) are emitted here.
+        let inbox = shared.inbox.clone();
+        let shard = shard.clone();
+        rt::spawn(async move {
+            while let Ok(event) = inbox.recv_async().await {
+                shard.emit(event);
+            }
+        });
+    }
     let cfg = &shared.cfg;
     shard.hls.start_sweeper(shard.shutdown.clone());
     shard.start_stats_ticker();
@@ -478,6 +534,10 @@ async fn accept_loop(
                     Refusal::TooManyFromAddress => "limits.max_connections_per_ip",
                 };
                 warn!(%peer, "connection refused: {which} reached");
+                shard.metrics.connection_refused(match r {
+                    Refusal::TooManyConnections => metrics::Refused::MaxConnections,
+                    Refusal::TooManyFromAddress => metrics::Refused::MaxConnectionsPerIp,
+                });
                 conn.shutdown(std::net::Shutdown::Both);
                 continue;
             }
@@ -485,6 +545,11 @@ async fn accept_loop(
         let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let shard2 = shard.clone();
         shard.connections.set(shard.connections.get() + 1);
+        // Counted in `zerocast_connections` until dropped with the connection's task.
+        let open = shard.metrics.connection_opened(match &service {
+            Service::Rtmp(tls) => metrics::Protocol::rtmp(tls.is_some()),
+            Service::Http(tls) => metrics::Protocol::http(tls.is_some()),
+        });
         match service.clone() {
             Service::Rtmp(tls) => {
                 let transport = match tls {
@@ -501,13 +566,13 @@ async fn accept_loop(
                 rt::spawn(async move {
                     rtmp_conn::serve(shard2.clone(), transport, id).await;
                     shard2.connections.set(shard2.connections.get() - 1);
-                    drop(guard);
+                    drop((guard, open));
                 });
             }
             Service::Http(tls) => rt::spawn(async move {
                 http::serve(shard2.clone(), conn, tls, id).await;
                 shard2.connections.set(shard2.connections.get() - 1);
-                drop(guard);
+                drop((guard, open));
             }),
         }
     }

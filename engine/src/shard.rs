@@ -226,6 +226,9 @@ pub struct ShardStats {
     /// Ingest-to-part-available latency of LL-HLS, microseconds (the oldest frame of a part
     /// entered the engine until the part could be served), on the origin shard.
     pub hls_part_latency_us: Histogram<u64>,
+    /// Time live RTMP video frames waited in a player's outbox (queued on this shard until
+    /// handed to the socket), microseconds.
+    pub rtmp_queue_wait_us: Histogram<u64>,
 }
 
 impl ShardStats {
@@ -236,6 +239,8 @@ impl ShardStats {
                 .expect("constant histogram bounds are valid"),
             viewer_dropped_frames: 0,
             hls_part_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            rtmp_queue_wait_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("constant histogram bounds are valid"),
         }
     }
@@ -257,12 +262,16 @@ pub struct Shard {
     pub shutdown: LocalEvent,
     /// Measurements.
     pub stats: RefCell<ShardStats>,
+    /// Counters for `/metrics` (shared with this shard's connections).
+    pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// Open connections on this shard.
     pub connections: Cell<usize>,
     /// LL-HLS windows of every packaged stream (replicated on every shard).
     pub hls: Rc<HlsShard>,
     /// Subscribers to live events on this shard.
     pub events: EventBus,
+    /// The webhooks, when any is configured (set once at start; see [`crate::hooks`]).
+    pub hooks: std::cell::OnceCell<crate::hooks::Hooks>,
     /// Consumers of the events raised on this shard, each called once per event (webhooks,
     /// session history); see [`Shard::add_event_sink`].
     sinks: RefCell<Vec<EventSink>>,
@@ -292,12 +301,14 @@ impl Shard {
             count,
             hls,
             events: EventBus::default(),
+            hooks: std::cell::OnceCell::new(),
             sinks: RefCell::default(),
             cfg,
             store,
             recorder,
             shutdown: LocalEvent::new(),
             stats: RefCell::new(ShardStats::new()),
+            metrics: crate::metrics::ShardMetrics::new(),
             connections: Cell::new(0),
             senders,
             origins: RefCell::default(),
@@ -461,6 +472,17 @@ impl Shard {
             return;
         }
         let received = o.media.counters.bytes - before;
+        let kind = match &item {
+            MediaItem::Frame(f) => Some(f.kind),
+            MediaItem::Passthrough { kind, .. } => Some(*kind),
+            MediaItem::Track(_) | MediaItem::Metadata { .. } => None,
+        };
+        if let (Some(kind), Some(protocol)) = (
+            kind,
+            crate::metrics::Protocol::from_label(o.publisher.protocol),
+        ) {
+            self.metrics.ingested(protocol, kind, received);
+        }
         if received > 0 {
             o.rate.add(std::time::Instant::now(), received);
         }
@@ -693,6 +715,11 @@ impl Shard {
                     counts.bytes_out += h.bytes_out();
                 }
                 Answer::Viewers(counts)
+            }
+            Query::Metrics => {
+                let origins = self.origins.borrow();
+                let protocols = origins.values().map(|o| o.borrow().publisher.protocol);
+                Answer::Metrics(Box::new(crate::metrics::snapshot(self, protocols)))
             }
             Query::Stop { name, reason } => {
                 let origin = self.origins.borrow().get(name.as_str()).cloned();

@@ -60,6 +60,28 @@ const MIGRATIONS: &[&str] = &[
         reason      TEXT
     ) STRICT;
     CREATE INDEX recordings_by_stream ON recordings (stream, started_at);",
+    // The API's view of a stream: a stable public id, a description, and `enabled` (0 refuses
+    // every publish). `sessions` is the publish history, one row per publisher, written from
+    // the `stream.live`/`stream.ended` events; `ended_at_ms` is NULL while it is live (or
+    // after a crash, until the next `serve` closes it).
+    "ALTER TABLE streams ADD COLUMN id TEXT;
+    ALTER TABLE streams ADD COLUMN description TEXT;
+    ALTER TABLE streams ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+    UPDATE streams SET id = lower(hex(randomblob(8))) WHERE id IS NULL;
+    CREATE UNIQUE INDEX streams_by_id ON streams (id);
+    CREATE TABLE sessions (
+        id            INTEGER PRIMARY KEY,
+        stream        TEXT    NOT NULL,
+        generation    INTEGER NOT NULL,
+        started_at_ms INTEGER NOT NULL,
+        ended_at_ms   INTEGER,
+        remote        TEXT    NOT NULL,
+        protocol      TEXT    NOT NULL,
+        bytes         INTEGER NOT NULL DEFAULT 0,
+        frames        INTEGER NOT NULL DEFAULT 0,
+        end_reason    TEXT
+    ) STRICT;
+    CREATE UNIQUE INDEX sessions_identity ON sessions (stream, started_at_ms, generation);",
 ];
 
 /// A store operation that failed.
@@ -138,13 +160,185 @@ impl fmt::Debug for StreamRecord {
     }
 }
 
-/// What [`Store::authorize_publish`] grants: the stream and whether it records.
+/// What [`Store::authorize_publish`] finds for a key: the stream, whether it records, and
+/// whether publishing is enabled (a disabled stream's publisher is refused).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishGrant {
     /// The stream's public name.
     pub name: String,
     /// The stream's own recording choice; `None` follows `recording.record`.
     pub record: Option<bool>,
+    /// False when an operator disabled the stream: refuse the publish.
+    pub enabled: bool,
+}
+
+/// A stream's settings as the API and `streams list` show them (never the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Stable public id (16 hex digits), distinct from the name.
+    pub id: String,
+    /// Public name.
+    pub name: String,
+    /// Creation time, unix seconds.
+    pub created_at: i64,
+    /// Own recording choice; `None` follows `recording.record`.
+    pub record: Option<bool>,
+    /// Free text for operators.
+    pub description: Option<String>,
+    /// False: every publish is refused.
+    pub enabled: bool,
+}
+
+/// Changes to a stream's settings; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamUpdate {
+    /// New recording choice (`Some(None)`: follow `recording.record`).
+    pub record: Option<Option<bool>>,
+    /// New description (`Some(None)`: none).
+    pub description: Option<Option<String>>,
+    /// Enable or disable publishing.
+    pub enabled: Option<bool>,
+}
+
+/// One publisher's time on a stream, from the `sessions` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Row id.
+    pub id: i64,
+    /// Stream name.
+    pub stream: String,
+    /// Publish started, unix ms.
+    pub started_at_ms: i64,
+    /// Publish ended, unix ms; `None` while live.
+    pub ended_at_ms: Option<i64>,
+    /// Publisher's address.
+    pub remote: String,
+    /// Ingest protocol.
+    pub protocol: String,
+    /// Media bytes received (known when it ended).
+    pub bytes: i64,
+    /// Frames received (known when it ended).
+    pub frames: i64,
+    /// Why it ended; an error starts with `error:`.
+    pub end_reason: Option<String>,
+}
+
+/// A session start or end for the history, made from a `stream.live`/`stream.ended` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// Stream name.
+    pub stream: String,
+    /// Publish generation (with the start time, identifies the session).
+    pub generation: u64,
+    /// Publish started, unix ms.
+    pub started_at_ms: u64,
+    /// Publisher's address.
+    pub remote: String,
+    /// Ingest protocol.
+    pub protocol: String,
+    /// `Some` for an end: when, why and the totals.
+    pub end: Option<SessionEnd>,
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// Unix ms.
+    pub at_ms: u64,
+    /// Why.
+    pub reason: String,
+    /// Media bytes received.
+    pub bytes: u64,
+    /// Frames received.
+    pub frames: u64,
+}
+
+impl SessionEvent {
+    /// The history record of `event`, when it is a stream start or end.
+    pub fn from_event(event: &crate::events::Event) -> Option<SessionEvent> {
+        use crate::events::Event;
+        match event {
+            Event::StreamLive {
+                stream,
+                protocol,
+                remote,
+                generation,
+                at_ms,
+            } => Some(SessionEvent {
+                stream: stream.to_string(),
+                generation: *generation,
+                started_at_ms: *at_ms,
+                remote: remote.to_string(),
+                protocol: (*protocol).to_owned(),
+                end: None,
+            }),
+            Event::StreamEnded {
+                stream,
+                protocol,
+                remote,
+                generation,
+                started_at_ms,
+                at_ms,
+                reason,
+                stats,
+            } => Some(SessionEvent {
+                stream: stream.to_string(),
+                generation: *generation,
+                started_at_ms: *started_at_ms,
+                remote: remote.to_string(),
+                protocol: (*protocol).to_owned(),
+                end: Some(SessionEnd {
+                    at_ms: *at_ms,
+                    reason: reason.clone(),
+                    bytes: stats.bytes,
+                    frames: stats.frames,
+                }),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// SQLite integers are signed; counters beyond `i64::MAX` are clamped.
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A fresh public stream id: 64 random bits as 16 lowercase hex digits.
+fn generate_id() -> String {
+    let mut bytes = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const INFO_COLUMNS: &str = "id, name, created_at, record, description, enabled";
+
+fn row_to_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<StreamInfo> {
+    Ok(StreamInfo {
+        id: row.get::<_, Option<String>>(0)?.unwrap_or_default(),
+        name: row.get(1)?,
+        created_at: row.get(2)?,
+        record: row.get(3)?,
+        description: row.get(4)?,
+        enabled: row.get(5)?,
+    })
+}
+
+const SESSION_COLUMNS: &str =
+    "id, stream, started_at_ms, ended_at_ms, remote, protocol, bytes, frames, end_reason";
+
+fn row_to_session(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SessionRow> {
+    Ok(SessionRow {
+        id: row.get(at)?,
+        stream: row.get(at + 1)?,
+        started_at_ms: row.get(at + 2)?,
+        ended_at_ms: row.get(at + 3)?,
+        remote: row.get(at + 4)?,
+        protocol: row.get(at + 5)?,
+        bytes: row.get(at + 6)?,
+        frames: row.get(at + 7)?,
+        end_reason: row.get(at + 8)?,
+    })
 }
 
 /// Where a recording stands, as kept in the `recordings` table.
@@ -331,6 +525,18 @@ impl Store {
         name: &str,
         recording: Option<bool>,
     ) -> Result<StreamRecord, StoreError> {
+        self.create_stream_with(name, recording, None)
+            .map(|(record, _)| record)
+    }
+
+    /// Creates a stream with a fresh key, its `record` flag and a description; returns the
+    /// key record and the settings.
+    pub fn create_stream_with(
+        &self,
+        name: &str,
+        recording: Option<bool>,
+        description: Option<&str>,
+    ) -> Result<(StreamRecord, StreamInfo), StoreError> {
         validate_name(name).map_err(|reason| StoreError::InvalidName {
             name: name.to_owned(),
             reason,
@@ -340,16 +546,32 @@ impl Store {
             key: generate_key(),
             created_at: now_unix(),
         };
+        let info = StreamInfo {
+            id: generate_id(),
+            name: name.to_owned(),
+            created_at: record.created_at,
+            record: recording,
+            description: description.map(str::to_owned),
+            enabled: true,
+        };
         // One statement, so two concurrent creators cannot both succeed.
         let inserted = self.conn.execute(
-            "INSERT INTO streams (name, key, created_at, record) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO NOTHING",
-            params![record.name, record.key, record.created_at, recording],
+            "INSERT INTO streams (name, key, created_at, record, id, description, enabled)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
+             ON CONFLICT DO NOTHING",
+            params![
+                record.name,
+                record.key,
+                record.created_at,
+                recording,
+                info.id,
+                info.description
+            ],
         )?;
         if inserted == 0 {
             return Err(StoreError::StreamExists(name.to_owned()));
         }
-        Ok(record)
+        Ok((record, info))
     }
 
     /// The stream called `name`, if any.
@@ -374,11 +596,15 @@ impl Store {
     }
 
     /// Deletes the stream called `name`; false if there was none.
+    /// Its publish history goes with it; its recordings stay listed.
     pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn
-            .execute("DELETE FROM streams WHERE name = ?1", [name])?
-            > 0)
+        let tx = self.conn.unchecked_transaction()?;
+        let deleted = tx.execute("DELETE FROM streams WHERE name = ?1", [name])? > 0;
+        if deleted {
+            tx.execute("DELETE FROM sessions WHERE stream = ?1", [name])?;
+        }
+        tx.commit()?;
+        Ok(deleted)
     }
 
     /// Gives the stream called `name` a fresh key; the old key stops working at once.
@@ -410,9 +636,9 @@ impl Store {
         // The emptiness check and the insert are one statement, so a CLI racing a starting
         // server cannot slip a stream in between.
         let inserted = self.conn.execute(
-            "INSERT INTO streams (name, key, created_at)
-             SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM streams)",
-            params![record.name, record.key, record.created_at],
+            "INSERT INTO streams (name, key, created_at, id)
+             SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM streams)",
+            params![record.name, record.key, record.created_at, generate_id()],
         )?;
         if inserted == 1 {
             return Ok(Some((record, true)));
@@ -426,20 +652,26 @@ impl Store {
     /// on the key and without stopping at a match, so response time does not depend on how much
     /// of a guess is right or where the matching row sits.
     ///
-    /// The grant also says whether the stream records (its `record` flag).
+    /// The grant also says whether the stream records (its `record` flag) and whether it is
+    /// enabled.
     pub fn authorize_publish(&self, key: &str) -> Result<Option<PublishGrant>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT name, key, record FROM streams")?;
+            .prepare_cached("SELECT name, key, record, enabled FROM streams")?;
         let mut rows = stmt.query([])?;
         let mut found = None;
         while let Some(row) = rows.next()? {
             let name: String = row.get(0)?;
             let stored: String = row.get(1)?;
             let record: Option<bool> = row.get(2)?;
+            let enabled: bool = row.get(3)?;
             let equal: bool = stored.as_bytes().ct_eq(key.as_bytes()).into();
             if equal {
-                found = Some(PublishGrant { name, record });
+                found = Some(PublishGrant {
+                    name,
+                    record,
+                    enabled,
+                });
             }
         }
         Ok(found)
@@ -465,6 +697,183 @@ impl Store {
             .prepare_cached("SELECT name, record FROM streams ORDER BY created_at, name")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The settings of `name`, with its latest session (for its status).
+    pub fn stream_info(
+        &self,
+        name: &str,
+    ) -> Result<Option<(StreamInfo, Option<SessionRow>)>, StoreError> {
+        let info = self
+            .conn
+            .query_row(
+                &format!("SELECT {INFO_COLUMNS} FROM streams WHERE name = ?1"),
+                [name],
+                row_to_info,
+            )
+            .optional()?;
+        let Some(info) = info else { return Ok(None) };
+        let last = self.last_session(name)?;
+        Ok(Some((info, last)))
+    }
+
+    /// Every stream's settings and latest session, oldest stream first.
+    pub fn stream_infos(&self) -> Result<Vec<(StreamInfo, Option<SessionRow>)>, StoreError> {
+        let sql = "SELECT s.id, s.name, s.created_at, s.record, s.description, s.enabled,
+                    x.id, x.stream, x.started_at_ms, x.ended_at_ms, x.remote, x.protocol,
+                    x.bytes, x.frames, x.end_reason
+             FROM streams s LEFT JOIN sessions x ON x.id = (
+                 SELECT id FROM sessions WHERE stream = s.name
+                 ORDER BY started_at_ms DESC, id DESC LIMIT 1)
+             ORDER BY s.created_at, s.name";
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([], |row| {
+            let info = row_to_info(row)?;
+            let has_session = row.get::<_, Option<i64>>(6)?.is_some();
+            let last = if has_session {
+                Some(row_to_session(row, 6)?)
+            } else {
+                None
+            };
+            Ok((info, last))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn last_session(&self, name: &str) -> Result<Option<SessionRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE stream = ?1
+                     ORDER BY started_at_ms DESC, id DESC LIMIT 1"
+                ),
+                [name],
+                |r| row_to_session(r, 0),
+            )
+            .optional()?)
+    }
+
+    /// Applies `update` to `name` in one transaction; the settings after it.
+    pub fn update_stream(
+        &self,
+        name: &str,
+        update: &StreamUpdate,
+    ) -> Result<StreamInfo, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let exists = tx
+            .query_row("SELECT 1 FROM streams WHERE name = ?1", [name], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(StoreError::StreamNotFound(name.to_owned()));
+        }
+        if let Some(record) = update.record {
+            tx.execute(
+                "UPDATE streams SET record = ?1 WHERE name = ?2",
+                params![record, name],
+            )?;
+        }
+        if let Some(description) = &update.description {
+            tx.execute(
+                "UPDATE streams SET description = ?1 WHERE name = ?2",
+                params![description, name],
+            )?;
+        }
+        if let Some(enabled) = update.enabled {
+            tx.execute(
+                "UPDATE streams SET enabled = ?1 WHERE name = ?2",
+                params![enabled, name],
+            )?;
+        }
+        let info = tx.query_row(
+            &format!("SELECT {INFO_COLUMNS} FROM streams WHERE name = ?1"),
+            [name],
+            row_to_info,
+        )?;
+        tx.commit()?;
+        Ok(info)
+    }
+
+    /// Records a session start or end. A start is kept only for a stored stream; an end
+    /// completes its start's row (or, when the start was never written, adds the whole row).
+    pub fn record_session(&self, ev: &SessionEvent) -> Result<(), StoreError> {
+        match &ev.end {
+            None => {
+                self.conn.execute(
+                    "INSERT INTO sessions (stream, generation, started_at_ms, remote, protocol)
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM streams WHERE name = ?1)
+                     ON CONFLICT DO NOTHING",
+                    params![
+                        ev.stream,
+                        to_i64(ev.generation),
+                        to_i64(ev.started_at_ms),
+                        ev.remote,
+                        ev.protocol
+                    ],
+                )?;
+            }
+            Some(end) => {
+                self.conn.execute(
+                    "INSERT INTO sessions (stream, generation, started_at_ms, remote, protocol,
+                         ended_at_ms, bytes, frames, end_reason)
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+                     WHERE EXISTS (SELECT 1 FROM streams WHERE name = ?1)
+                     ON CONFLICT (stream, started_at_ms, generation) DO UPDATE SET
+                         ended_at_ms = excluded.ended_at_ms, bytes = excluded.bytes,
+                         frames = excluded.frames, end_reason = excluded.end_reason",
+                    params![
+                        ev.stream,
+                        to_i64(ev.generation),
+                        to_i64(ev.started_at_ms),
+                        ev.remote,
+                        ev.protocol,
+                        to_i64(end.at_ms),
+                        to_i64(end.bytes),
+                        to_i64(end.frames),
+                        end.reason
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The publish history of `name`, newest first: `limit` rows after skipping `offset`, and
+    /// the total count.
+    pub fn sessions(
+        &self,
+        name: &str,
+        limit: u32,
+        offset: u64,
+    ) -> Result<(u64, Vec<SessionRow>), StoreError> {
+        let total: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sessions WHERE stream = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE stream = ?1
+             ORDER BY started_at_ms DESC, id DESC LIMIT ?2 OFFSET ?3"
+        ))?;
+        let rows = stmt.query_map(params![name, limit, to_i64(offset)], |r| {
+            row_to_session(r, 0)
+        })?;
+        Ok((
+            u64::try_from(total).unwrap_or(0),
+            rows.collect::<Result<_, _>>()?,
+        ))
+    }
+
+    /// Closes sessions still open when a server starts (the previous process died while they
+    /// were live). Returns how many there were.
+    pub fn close_open_sessions(&self) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE sessions SET ended_at_ms = started_at_ms,
+                 end_reason = 'error: the server stopped while it was live'
+             WHERE ended_at_ms IS NULL",
+            [],
+        )?)
     }
 
     /// Creates or updates the index row of the recording at `row.path`.
@@ -499,6 +908,46 @@ impl Store {
         )?;
         let rows = stmt.query_map([stream], row_to_recording)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Recordings with their ids, oldest first (only those of `stream` when given): `limit`
+    /// rows after skipping `offset`, and the total count.
+    pub fn recordings_page(
+        &self,
+        stream: Option<&str>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<(u64, Vec<(i64, RecordingRow)>), StoreError> {
+        let total: i64 = self.conn.query_row(
+            "SELECT count(*) FROM recordings WHERE ?1 IS NULL OR stream = ?1",
+            [stream],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT stream, path, format, started_at, ended_at, duration_ms, bytes, status, reason, id
+             FROM recordings WHERE ?1 IS NULL OR stream = ?1 ORDER BY started_at, id
+             LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(params![stream, limit, to_i64(offset)], |r| {
+            Ok((r.get(9)?, row_to_recording(r)?))
+        })?;
+        Ok((
+            u64::try_from(total).unwrap_or(0),
+            rows.collect::<Result<_, _>>()?,
+        ))
+    }
+
+    /// The recording with row id `id`.
+    pub fn recording(&self, id: i64) -> Result<Option<RecordingRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT stream, path, format, started_at, ended_at, duration_ms, bytes, status, reason
+                 FROM recordings WHERE id = ?1",
+                [id],
+                row_to_recording,
+            )
+            .optional()?)
     }
 
     /// Marks recordings still `recording` as `interrupted`: called when a server starts, so they
@@ -546,6 +995,10 @@ enum Request {
         name: String,
         reply: Reply<Option<StreamRecord>>,
     },
+    /// A session start or end for the history; nobody waits for it.
+    Session(SessionEvent),
+    /// Any other work (the API's reads and writes); the closure sends its own reply.
+    Run(Box<dyn FnOnce(&Store) + Send>),
     /// Wakes the thread so it notices the stop flag.
     Wake,
 }
@@ -589,6 +1042,15 @@ fn serve_requests(store: &Store, rx: &flume::Receiver<Request>, stop: &AtomicBoo
     // queued reply senders, which callers see as `Closed`.
     while let Ok(request) = rx.recv() {
         if stop.load(Ordering::Acquire) {
+            // Writes nobody waits for (the session ends the shards queued while stopping)
+            // are still made; everything else is answered `Closed`.
+            for r in std::iter::once(request).chain(rx.try_iter()) {
+                if let Request::Session(ev) = r {
+                    if let Err(e) = store.record_session(&ev) {
+                        tracing::warn!(stream = %ev.stream, "session history not updated: {e}");
+                    }
+                }
+            }
             break;
         }
         // A caller that gave up has dropped its receiver; the failed send is harmless.
@@ -612,6 +1074,12 @@ fn serve_requests(store: &Store, rx: &flume::Receiver<Request>, stop: &AtomicBoo
                     }
                 }
             }
+            Request::Session(ev) => {
+                if let Err(e) = store.record_session(&ev) {
+                    tracing::warn!(stream = %ev.stream, "session history not updated: {e}");
+                }
+            }
+            Request::Run(work) => work(store),
             Request::Wake => {}
         }
     }
@@ -640,6 +1108,33 @@ impl StoreHandle {
     /// See [`Store::get`].
     pub async fn get(&self, name: String) -> Result<Option<StreamRecord>, StoreError> {
         self.call(|reply| Request::Get { name, reply }).await
+    }
+
+    /// Runs `work` on the store thread and returns its result; [`StoreError::Busy`] when the
+    /// queue is full. For the API: anything that is not on the publish path.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.call(|reply: Reply<T>| {
+            Request::Run(Box::new(move |store| {
+                // The caller may have given up; then nobody reads the answer.
+                let _ = reply.send(work(store));
+            }))
+        })
+        .await
+    }
+
+    /// Queues a session start or end for the history without waiting; [`StoreError::Busy`]
+    /// when the queue is full (the row is then lost). For any thread or executor.
+    pub fn record_session(&self, ev: SessionEvent) -> Result<(), StoreError> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        self.tx.try_send(Request::Session(ev)).map_err(|e| match e {
+            flume::TrySendError::Full(_) => StoreError::Busy,
+            flume::TrySendError::Disconnected(_) => StoreError::Closed,
+        })
     }
 
     /// Queues an update of the recordings index ([`Store::index_recording`]) without waiting
@@ -832,7 +1327,8 @@ mod tests {
                 handle.authorize_publish(r.key.clone()).await.unwrap(),
                 Some(PublishGrant {
                     name: "live".into(),
-                    record: None
+                    record: None,
+                    enabled: true,
                 })
             );
             assert_eq!(other.authorize_publish("nope".into()).await.unwrap(), None);
@@ -893,6 +1389,205 @@ mod tests {
             store.set_record("zz", Some(true)),
             Err(StoreError::StreamNotFound(_))
         ));
+    }
+
+    fn live(stream: &str, generation: u64, started_at_ms: u64) -> SessionEvent {
+        SessionEvent {
+            stream: stream.into(),
+            generation,
+            started_at_ms,
+            remote: "127.0.0.1:5000".into(),
+            protocol: "rtmp".into(),
+            end: None,
+        }
+    }
+
+    fn ended(stream: &str, generation: u64, started_at_ms: u64, reason: &str) -> SessionEvent {
+        SessionEvent {
+            end: Some(SessionEnd {
+                at_ms: started_at_ms + 5_000,
+                reason: reason.into(),
+                bytes: 1_000,
+                frames: 150,
+            }),
+            ..live(stream, generation, started_at_ms)
+        }
+    }
+
+    #[test]
+    fn stream_settings_and_updates() {
+        let (_dir, store) = temp_store();
+        let (rec, info) = store
+            .create_stream_with("cam", Some(true), Some("front door"))
+            .unwrap();
+        assert_eq!(info.id.len(), 16);
+        assert_eq!(
+            (info.record, info.description.as_deref(), info.enabled),
+            (Some(true), Some("front door"), true)
+        );
+        store.create_stream("other").unwrap();
+        let infos = store.stream_infos().unwrap();
+        assert_eq!(infos.len(), 2);
+        assert!(infos
+            .iter()
+            .all(|(i, last)| i.id.len() == 16 && last.is_none()));
+        assert_ne!(infos[0].0.id, infos[1].0.id);
+
+        let changed = store
+            .update_stream(
+                "cam",
+                &StreamUpdate {
+                    record: Some(None),
+                    description: Some(None),
+                    enabled: Some(false),
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            (changed.record, changed.description.clone(), changed.enabled),
+            (None, None, false)
+        );
+        assert_eq!(changed.id, info.id, "the id never changes");
+        let grant = store.authorize_publish(&rec.key).unwrap().unwrap();
+        assert!(!grant.enabled, "a disabled stream's key says so");
+        // An empty update changes nothing; a missing stream is an error.
+        let same = store
+            .update_stream("cam", &StreamUpdate::default())
+            .unwrap();
+        assert_eq!(same, changed);
+        assert!(matches!(
+            store.update_stream("nope", &StreamUpdate::default()),
+            Err(StoreError::StreamNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn session_history() {
+        let (_dir, store) = temp_store();
+        store.create_stream("cam").unwrap();
+        store.record_session(&live("cam", 1, 10_000)).unwrap();
+        // A start recorded twice (a retry) is one row.
+        store.record_session(&live("cam", 1, 10_000)).unwrap();
+        let (_, last) = store.stream_info("cam").unwrap().unwrap();
+        let last = last.unwrap();
+        assert_eq!((last.ended_at_ms, last.end_reason), (None, None));
+        store
+            .record_session(&ended("cam", 1, 10_000, "publisher disconnected"))
+            .unwrap();
+        store.record_session(&live("cam", 2, 20_000)).unwrap();
+        store
+            .record_session(&ended("cam", 2, 20_000, "error: bad tag"))
+            .unwrap();
+        // An end whose start was lost still makes a row.
+        store
+            .record_session(&ended("cam", 3, 30_000, "stopped by operator"))
+            .unwrap();
+        // Streams that are not stored (open publishing) keep no history.
+        store.record_session(&live("other", 4, 40_000)).unwrap();
+        store
+            .record_session(&ended("other", 4, 40_000, "x"))
+            .unwrap();
+
+        let (total, rows) = store.sessions("cam", 2, 0).unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(
+            rows.iter().map(|r| r.started_at_ms).collect::<Vec<_>>(),
+            [30_000, 20_000],
+            "newest first"
+        );
+        assert_eq!(rows[1].end_reason.as_deref(), Some("error: bad tag"));
+        assert_eq!((rows[1].bytes, rows[1].frames), (1_000, 150));
+        assert_eq!(rows[1].ended_at_ms, Some(25_000));
+        let (_, rest) = store.sessions("cam", 2, 2).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(
+            rest[0].end_reason.as_deref(),
+            Some("publisher disconnected")
+        );
+        assert_eq!(store.sessions("other", 10, 0).unwrap().0, 0);
+        let infos = store.stream_infos().unwrap();
+        assert_eq!(
+            infos[0].1.as_ref().map(|s| s.started_at_ms),
+            Some(30_000),
+            "the list carries the latest session"
+        );
+
+        // A server that died while live: the next start closes the session with an error.
+        store.record_session(&live("cam", 5, 50_000)).unwrap();
+        assert_eq!(store.close_open_sessions().unwrap(), 1);
+        let (_, last) = store.stream_info("cam").unwrap().unwrap();
+        assert!(last.unwrap().end_reason.unwrap().starts_with("error:"));
+
+        // Deleting the stream deletes its history; a new stream of that name starts afresh.
+        assert!(store.delete("cam").unwrap());
+        store.create_stream("cam").unwrap();
+        assert_eq!(store.sessions("cam", 10, 0).unwrap().0, 0);
+    }
+
+    #[test]
+    fn sessions_through_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.create_stream("s").unwrap();
+        store = Store::open(dir.path()).unwrap();
+        let handle = spawn_store_thread(store);
+        handle.record_session(live("s", 1, 1_000)).unwrap();
+        handle
+            .record_session(ended("s", 1, 1_000, "publisher left"))
+            .unwrap();
+        let (total, rows) =
+            futures_lite::future::block_on(handle.run(|s| s.sessions("s", 10, 0))).unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(rows[0].end_reason.as_deref(), Some("publisher left"));
+        handle.shutdown();
+        assert!(matches!(
+            handle.record_session(live("s", 2, 2_000)),
+            Err(StoreError::Closed)
+        ));
+    }
+
+    #[test]
+    fn version_2_databases_migrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        for name in ["a", "b"] {
+            conn.execute(
+                "INSERT INTO streams (name, key, created_at) VALUES (?1, ?1, 1)",
+                [name],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        let infos = store.stream_infos().unwrap();
+        assert_eq!(infos.len(), 2);
+        for (info, _) in &infos {
+            assert_eq!(info.id.len(), 16, "old streams get ids");
+            assert!(info.enabled);
+            assert_eq!(info.description, None);
+        }
+        assert_ne!(infos[0].0.id, infos[1].0.id);
+    }
+
+    #[test]
+    fn recordings_by_id_and_page() {
+        let (_dir, store) = temp_store();
+        for (i, stream) in ["a", "b", "a"].iter().enumerate() {
+            store
+                .index_recording(&row(stream, &format!("/r/{i}.mp4"), i as i64))
+                .unwrap();
+        }
+        let (total, page) = store.recordings_page(Some("a"), 1, 1).unwrap();
+        assert_eq!(total, 2);
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].1.path, "/r/2.mp4");
+        let id = page[0].0;
+        assert_eq!(store.recording(id).unwrap().unwrap().path, "/r/2.mp4");
+        assert_eq!(store.recording(999).unwrap(), None);
+        assert_eq!(store.recordings_page(None, 10, 0).unwrap().0, 3);
     }
 
     fn row(stream: &str, path: &str, started_at: i64) -> RecordingRow {

@@ -229,6 +229,7 @@ impl StreamMedia {
             kind,
             keyframe,
             ingest: Self::ingest_of(item),
+            queued: Instant::now(),
         });
         match item {
             MediaItem::Track(t) => {
@@ -342,6 +343,7 @@ impl StreamMedia {
                         kind,
                         keyframe,
                         ingest: Self::ingest_of(&item),
+                        queued: Instant::now(),
                     });
                     let push = if header {
                         Push::Header
@@ -456,6 +458,7 @@ fn push_for(viewer: &Viewer, e: &Encoded<'_>, push: Push, chunk_size: u32) {
             kind: e.msg.kind,
             keyframe: e.msg.keyframe,
             ingest: e.msg.ingest,
+            queued: e.msg.queued,
         });
         &own
     };

@@ -30,6 +30,45 @@ impl HttpResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The body as JSON; panics (showing the body) when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "{} response is not JSON ({e}): {:?}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+}
+
+/// `METHOD path` with extra `headers` and `body` (Content-Length set when there is one) on a
+/// fresh connection; panics on I/O errors.
+pub fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("{method} {path}: connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    if !body.is_empty() {
+        head += &format!("Content-Length: {}\r\n", body.len());
+    }
+    head += "\r\n";
+    let started = Instant::now();
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    s.write_all(&raw)
+        .unwrap_or_else(|e| panic!("{method} {path}: write: {e}"));
+    read_response(&mut s, started).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// `GET path` on 127.0.0.1:`port` with a fresh connection; panics on I/O errors.

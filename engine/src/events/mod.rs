@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 pub mod http;
+pub mod ws;
 
 use crate::rt::LocalEvent;
 

@@ -20,6 +20,8 @@ pub struct Activity {
     pub head_started: Cell<Option<Instant>>,
     /// Requests whose response is being produced (a blocking playlist reload waits here).
     pub in_flight: Cell<usize>,
+    /// Streaming response bodies being sent (live events).
+    pub streaming: Cell<usize>,
 }
 
 impl Activity {
@@ -29,6 +31,7 @@ impl Activity {
             last_io: Cell::new(now),
             head_started: Cell::new(None),
             in_flight: Cell::new(0),
+            streaming: Cell::new(0),
         })
     }
 
@@ -37,6 +40,21 @@ impl Activity {
         self.head_started.set(None);
         self.in_flight.set(self.in_flight.get() + 1);
         InFlight(self.clone())
+    }
+
+    /// Marks a streaming response as being sent until the guard is dropped.
+    pub fn streaming(self: &Rc<Self>) -> Streaming {
+        self.streaming.set(self.streaming.get() + 1);
+        Streaming(self.clone())
+    }
+}
+
+/// A streaming response being sent; see [`Activity::streaming`].
+pub struct Streaming(Rc<Activity>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.streaming.set(self.0.streaming.get() - 1);
     }
 }
 
@@ -72,6 +90,11 @@ impl<S> HyperIo<S> {
     /// The activity record this stream updates.
     pub fn activity(&self) -> Rc<Activity> {
         self.activity.clone()
+    }
+
+    /// The wrapped stream (after an upgrade, the new protocol reads and writes it directly).
+    pub fn into_inner(self) -> S {
+        self.stream
     }
 
     fn moved(&self, read: bool, n: usize) {

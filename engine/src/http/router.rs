@@ -5,17 +5,25 @@ use std::rc::Rc;
 
 use http::{header, Method, StatusCode};
 
-use super::{Body, ConnInfo, Request, Response};
+use super::{Body, ConnInfo, Request, Response, UpgradeSlot};
+use crate::metrics::{AuthFailure, Egress, Route};
 use crate::shard::Shard;
 
-/// Answers one request.
-pub async fn handle(shard: &Rc<Shard>, conn: &ConnInfo, req: Request) -> Response {
+/// Answers one request. A handler that switches protocols (WebSocket) leaves its task in
+/// `upgrade`.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    conn: &ConnInfo,
+    upgrade: &UpgradeSlot,
+    req: Request,
+) -> Response {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
-        ["api", "v1", "events"] => crate::events::http::serve(shard, conn, req).await,
+    let route = Route::of(&segments);
+    let response = match segments.as_slice() {
+        ["api", "v1", "events"] => crate::events::http::serve(shard, conn, upgrade, req).await,
         ["api", "v1", rest @ ..] => crate::api::handle(shard, conn, req, rest).await,
         ["metrics"] => match method {
             Method::GET | Method::HEAD => crate::metrics::serve(shard, conn, req).await,
@@ -27,13 +35,24 @@ pub async fn handle(shard: &Rc<Shard>, conn: &ConnInfo, req: Request) -> Respons
         },
         ["hls", name, file] => match method {
             Method::GET | Method::HEAD => {
-                super::hls::serve(shard, conn.id, name, file, &query).await
+                let r = super::hls::serve(shard, conn.id, name, file, &query).await;
+                if method == Method::GET && r.status() == StatusCode::OK {
+                    shard.metrics.sent(Egress::Hls, r.body().len());
+                }
+                r
             }
             Method::OPTIONS => super::hls::preflight(),
             _ => method_not_allowed("GET, HEAD, OPTIONS"),
         },
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such resource"),
+    };
+    shard
+        .metrics
+        .http_request(route, response.status().as_u16());
+    if response.status() == StatusCode::UNAUTHORIZED {
+        shard.metrics.auth_failed(AuthFailure::ApiToken);
     }
+    response
 }
 
 /// A plain-text response that no cache keeps.

@@ -272,7 +272,8 @@ impl RecorderThread {
 }
 
 /// Starts the recorder thread (`zerocast-recorder`) writing under `data_dir/recordings`, and
-/// returns the shards' handle and the thread.
+/// returns the shards' handle and the thread. Each closed file raises `recording.done`
+/// through `events` (shard 0 emits it).
 ///
 /// # Panics
 /// If the OS cannot create a thread, as [`std::thread::spawn`] does.
@@ -280,6 +281,7 @@ pub fn spawn_recorder_thread(
     cfg: &RecordingConfig,
     data_dir: &Path,
     store: StoreHandle,
+    events: Option<crate::events::EventInbox>,
 ) -> (Recorder, RecorderThread) {
     let (recorder, rx) = Recorder::new(cfg, RECORDER_QUEUE_CAPACITY);
     // Absolute paths in the index, so the CLI finds files from any working directory.
@@ -290,7 +292,10 @@ pub fn spawn_recorder_thread(
     let handle = std::thread::Builder::new()
         .name("zerocast-recorder".to_owned())
         .spawn(move || {
-            let w = writer::Writer::new(writer::FsStorage::new(root), store, queued);
+            let mut w = writer::Writer::new(writer::FsStorage::new(root), store, queued);
+            if let Some(events) = events {
+                w = w.with_events(events);
+            }
             writer::run(w, &rx);
         })
         // Failing to create one thread at startup leaves nothing sensible to run.

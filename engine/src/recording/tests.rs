@@ -713,7 +713,8 @@ fn the_thread_writes_files_and_the_index_on_disk() {
     let store = crate::store::Store::open(dir.path()).unwrap();
     let handle = crate::store::spawn_store_thread(store);
     let cfg = config(RecordingFormat::Fmp4, 1 << 30);
-    let (rec, thread) = spawn_recorder_thread(&cfg, dir.path(), handle.clone());
+    let (events, inbox) = flume::bounded(crate::events::INBOX_CAPACITY);
+    let (rec, thread) = spawn_recorder_thread(&cfg, dir.path(), handle.clone(), Some(events));
     let mut sink = rec.sink("cam".into());
     sink.push(&MediaItem::Track(h264_track(1280)));
     sink.push(&MediaItem::Track(aac_track()));
@@ -748,4 +749,24 @@ fn the_thread_writes_files_and_the_index_on_disk() {
         top_level_boxes(&data),
         [*b"ftyp", *b"moov", *b"moof", *b"mdat", *b"moof", *b"mdat"]
     );
+    // The closed file was announced, as the index describes it.
+    let events: Vec<crate::events::Event> = inbox.try_iter().collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    match &events[0] {
+        crate::events::Event::RecordingDone {
+            stream,
+            path,
+            duration_ms,
+            bytes,
+            status,
+            ..
+        } => {
+            assert_eq!(&**stream, "cam");
+            assert_eq!(path, &row.path);
+            assert_eq!(*duration_ms as i64, row.duration_ms);
+            assert_eq!(*bytes as i64, row.bytes);
+            assert_eq!(status, "server stopped");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::{unix_secs, Command, EndReason, RecordingState, UtcTime};
 use crate::config::RecordingFormat;
+use crate::events::{unix_ms, Event, EventInbox};
 use crate::store::{RecordingRow, RecordingStatus, StoreHandle};
 
 /// Slices per `writev` call (Linux's IOV_MAX is 1024).
@@ -219,6 +220,8 @@ pub(super) struct Writer<S: Storage, I: Index> {
     index: I,
     queued: Arc<AtomicUsize>,
     files: HashMap<u64, OpenRecording<S::File>>,
+    /// Where `recording.done` goes.
+    events: Option<EventInbox>,
 }
 
 impl<S: Storage, I: Index> Writer<S, I> {
@@ -228,6 +231,35 @@ impl<S: Storage, I: Index> Writer<S, I> {
             index,
             queued,
             files: HashMap::new(),
+            events: None,
+        }
+    }
+
+    /// Raises `recording.done` through `events` for every file closed.
+    pub fn with_events(mut self, events: EventInbox) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// Raises `recording.done` for a closed file (never blocks: a full inbox drops it).
+    fn announce(&self, row: &RecordingRow, reason: &EndReason) {
+        let Some(events) = &self.events else {
+            return;
+        };
+        let status = match reason {
+            EndReason::StreamEnded => "complete".to_owned(),
+            other => other.to_string(),
+        };
+        let event = Event::RecordingDone {
+            stream: Arc::from(row.stream.as_str()),
+            path: row.path.clone(),
+            duration_ms: u64::try_from(row.duration_ms).unwrap_or(0),
+            bytes: u64::try_from(row.bytes).unwrap_or(0),
+            status,
+            at_ms: unix_ms(),
+        };
+        if events.try_send(event).is_err() {
+            warn!(path = %row.path, "recording.done not raised: the event inbox is full");
         }
     }
 
@@ -417,6 +449,7 @@ impl<S: Storage, I: Index> Writer<S, I> {
             "recording closed: {reason}"
         );
         self.index.update(&r.row, true);
+        self.announce(&r.row, &reason);
     }
 
     /// A write, sync or patch failed: the recording stops and the sink is told. The file is
@@ -440,6 +473,7 @@ impl<S: Storage, I: Index> Writer<S, I> {
         r.row.status = RecordingStatus::Failed;
         r.row.reason = Some(reason.to_string());
         self.index.update(&r.row, true);
+        self.announce(&r.row, &reason);
     }
 
     /// Closes the files whose sinks could not queue their `Close`. Call only when the queue
