@@ -25,25 +25,10 @@ const SECS: Duration = Duration::from_secs(1);
 /// The `st` binary: `ZEROCAST_SCHEMATHESIS`, else the one in the virtualenv `scripts/test`
 /// creates (`$ZEROCAST_VENV`, default `~/.cache/zerocast/venv`).
 fn schemathesis() -> PathBuf {
-    let st = std::env::var_os("ZEROCAST_SCHEMATHESIS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let venv = std::env::var_os("ZEROCAST_VENV")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    let home = std::env::var_os("HOME").unwrap_or_default();
-                    PathBuf::from(home).join(".cache/zerocast/venv")
-                });
-            venv.join("bin/st")
-        });
-    assert!(
-        st.is_file(),
-        "schemathesis not found at {}: run ./scripts/test (it creates the venv and installs the \
-         pinned schemathesis), or `python3 -m venv ~/.cache/zerocast/venv && \
-         ~/.cache/zerocast/venv/bin/pip install schemathesis==4.32.5`",
-        st.display()
-    );
-    st
+    match std::env::var_os("ZEROCAST_SCHEMATHESIS") {
+        Some(st) => PathBuf::from(st),
+        None => venv_program("bin/st", "schemathesis==4.32.5"),
+    }
 }
 
 fn post_json(server: &Server, path: &str, body: &str) -> serde_json::Value {

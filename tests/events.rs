@@ -14,7 +14,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,23 +26,6 @@ use serde_json::Value;
 const WEBSOCKETS: &str = "websockets==15.0.1";
 
 const STREAM: &str = "ev";
-
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("ZEROCAST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            PathBuf::from(home).join(".cache/zerocast/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "no Python virtualenv at {}: run ./scripts/test (it creates it), or \
-         `python3 -m venv {0} && {0}/bin/pip install {WEBSOCKETS}`",
-        venv.display()
-    );
-    python
-}
 
 /// A WebSocket client: prints `open`, pings the server and prints `pong` when answered, then
 /// prints every message; after a message of type argv[2] (at once for `-`) it closes (1000)
@@ -249,7 +231,7 @@ struct WsClient {
 impl WsClient {
     /// Starts it and waits until it is connected and its ping was answered.
     fn start(dir: &std::path::Path, url: &str, last: &str) -> WsClient {
-        let mut cmd = Command::new(venv_python());
+        let mut cmd = Command::new(venv_program("bin/python", WEBSOCKETS));
         cmd.args(["-c", WS_CLIENT, url, last]);
         let mut c = WsClient {
             proc: Proc::spawn("ws-client", dir, cmd),
@@ -390,7 +372,7 @@ fn rtmp_player(dir: &std::path::Path, url: &str) -> Proc {
 fn sse_and_websocket_clients_see_a_stream_and_a_viewer_on_either_shard() {
     let _serial = serial();
     require_ffmpeg();
-    venv_python();
+    venv_program("bin/python", WEBSOCKETS);
     let clip = clip(small_clip(320, 240, 440));
     let mut server = Server::start(ServerOpts {
         shards: 2,
@@ -580,7 +562,7 @@ fn assert_eof(s: &mut TcpStream, what: &str) {
 #[test]
 fn events_need_the_token_and_the_websocket_protocol_is_enforced() {
     let _serial = serial();
-    venv_python();
+    venv_program("bin/python", WEBSOCKETS);
     let https_port = free_port();
     let mut server = Server::start(ServerOpts {
         http: vec![

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -18,23 +17,6 @@ use serde_json::Value;
 
 /// The pinned parser package (see `scripts/test`).
 const PROMETHEUS_CLIENT: &str = "prometheus-client==0.26.0";
-
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("ZEROCAST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            PathBuf::from(home).join(".cache/zerocast/venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "no Python virtualenv at {}: run ./scripts/test (it creates it), or \
-         `python3 -m venv {0} && {0}/bin/pip install {PROMETHEUS_CLIENT}`",
-        venv.display()
-    );
-    python
-}
 
 /// Parses an exposition with both of prometheus_client's parsers; prints every family as JSON.
 const PARSE: &str = r#"
@@ -71,7 +53,7 @@ impl Scrape {
     fn parse(text: String, dir: &std::path::Path, n: u32) -> Scrape {
         let file = dir.join(format!("metrics-{n}.txt"));
         std::fs::write(&file, &text).unwrap();
-        let mut cmd = Command::new(venv_python());
+        let mut cmd = Command::new(venv_program("bin/python", PROMETHEUS_CLIENT));
         cmd.arg("-c").arg(PARSE).arg(&file);
         let (st, out, err) = run_bounded(cmd, Duration::from_secs(30));
         assert!(

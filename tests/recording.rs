@@ -11,26 +11,6 @@ use common::*;
 
 const SECS: Duration = Duration::from_secs(1);
 
-/// `ffmpeg -re -stream_loop -1 -i CLIP -t SECS -c copy -f flv URL`: publishes exactly `secs`
-/// seconds of media, then exits.
-fn publish_for(name: &str, dir: &Path, clip: &Path, url: &str, secs: u32) -> Proc {
-    require_ffmpeg();
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "info",
-        "-re",
-        "-stream_loop",
-        "-1",
-        "-i",
-    ])
-    .arg(clip)
-    .args(["-t", &secs.to_string(), "-c", "copy", "-f", "flv", url]);
-    Proc::spawn(name, dir, cmd)
-}
-
 /// Runs `zerocast ARGS --config CONFIG`; panics unless it exits 0. Returns stdout.
 fn zerocast(server: &Server, args: &[&str]) -> String {
     let mut cmd = Command::new(BIN);
@@ -141,7 +121,13 @@ fn twenty_seconds_published_give_twenty_seconds_recorded() {
     });
     let key = server.create_stream("rec");
     let dir = server.scratch("peers");
-    let mut publisher = publish_for("publisher", &dir, &clip, &server.publish_url(&key), 20);
+    let mut publisher = publish_limited(
+        "publisher",
+        &dir,
+        &clip,
+        &server.publish_url(&key),
+        Some(20),
+    );
     server.expect_log(&["publishing", "stream=rec", "record=true"], 10 * SECS);
     wait_for_exit(&mut publisher, 40 * SECS);
     let closed = server.expect_log(&["recording closed", "stream=rec"], 10 * SECS);
@@ -289,8 +275,15 @@ fn flv_recordings_play() {
     zerocast(&server, &["streams", "set", "optout", "--record", "false"]);
     let dir = server.scratch("peers");
     let small = clip_for_optout();
-    let mut publisher = publish_for("publisher", &dir, &clip, &server.publish_url(&key), 6);
-    let mut other = publish_for("optout", &dir, &small, &server.publish_url(&optout), 6);
+    let mut publisher =
+        publish_limited("publisher", &dir, &clip, &server.publish_url(&key), Some(6));
+    let mut other = publish_limited(
+        "optout",
+        &dir,
+        &small,
+        &server.publish_url(&optout),
+        Some(6),
+    );
     server.expect_log(&["publishing", "stream=flvrec", "record=true"], 10 * SECS);
     server.expect_log(&["publishing", "stream=optout", "record=false"], 10 * SECS);
     wait_for_exit(&mut publisher, 20 * SECS);
@@ -352,8 +345,14 @@ fn only_streams_that_record_are_recorded() {
     );
     assert_eq!(flag("plain"), Some(serde_json::Value::Null), "{out}");
     let dir = server.scratch("peers");
-    let mut a = publish_for("plain", &dir, &clip, &server.publish_url(&plain), 4);
-    let mut b = publish_for("flagged", &dir, &clip, &server.publish_url(&flagged), 4);
+    let mut a = publish_limited("plain", &dir, &clip, &server.publish_url(&plain), Some(4));
+    let mut b = publish_limited(
+        "flagged",
+        &dir,
+        &clip,
+        &server.publish_url(&flagged),
+        Some(4),
+    );
     server.expect_log(&["publishing", "stream=plain", "record=false"], 10 * SECS);
     server.expect_log(&["publishing", "stream=flagged", "record=true"], 10 * SECS);
     wait_for_exit(&mut a, 20 * SECS);

@@ -11,16 +11,27 @@ use crate::store::StreamRecord;
 
 /// Prints the banner for `cfg` on stdout.
 ///
-/// `demo` is the stream to show a key for (see [`crate::store::Store::ensure_demo`]);
-/// `created_now` says whether its key is new this run. The key goes to the operator's terminal
-/// only; it is never logged.
-pub fn print_banner(cfg: &Config, demo: Option<&StreamRecord>, created_now: bool) {
+/// `demo` is the stream to show (see [`crate::store::Store::ensure_demo`]); `created_now` says
+/// whether it was created this run: only then is its key shown (keys are shown on create and
+/// rotate only, and never logged). `token_file` is where the API token was generated, if it was.
+pub fn print_banner(
+    cfg: &Config,
+    demo: Option<&StreamRecord>,
+    created_now: bool,
+    token_file: Option<&std::path::Path>,
+) {
     let host = url_host(public_ip(cfg.rtmp.listen.ip()));
-    print!("{}", render(cfg, demo, created_now, &host));
+    print!("{}", render(cfg, demo, created_now, &host, token_file));
 }
 
 /// The banner text, with `host` already formatted for a URL.
-fn render(cfg: &Config, demo: Option<&StreamRecord>, created_now: bool, host: &str) -> String {
+fn render(
+    cfg: &Config,
+    demo: Option<&StreamRecord>,
+    created_now: bool,
+    host: &str,
+    token_file: Option<&std::path::Path>,
+) -> String {
     let server = format!("rtmp://{host}:{}/{APP}", cfg.rtmp.listen.port());
     let mut out = format!("zerocast {} ready\n", env!("CARGO_PKG_VERSION"));
     // `write!` into a String cannot fail, so its results are ignored throughout.
@@ -37,16 +48,20 @@ fn render(cfg: &Config, demo: Option<&StreamRecord>, created_now: bool, host: &s
             );
         }
         (PublishAuth::Keys, Some(demo)) => {
-            let age = if created_now {
-                "created now"
+            if created_now {
+                let _ = writeln!(
+                    out,
+                    "       Stream Key:  {}     (stream `{}`, created now: keep it, it is shown only once)",
+                    demo.key, demo.name
+                );
             } else {
-                "existing"
-            };
-            let _ = writeln!(
-                out,
-                "       Stream Key:  {}     ({age}; rotate with `zerocast streams rotate-key {}`)",
-                demo.key, demo.name
-            );
+                let _ = writeln!(
+                    out,
+                    "       Stream Key:  the key of `{0}` (shown when it was created; \
+                     `zerocast streams rotate-key {0}` prints a new one)",
+                    demo.name
+                );
+            }
             let play = format!("{server}/{}", demo.name);
             let _ = writeln!(out, "  Play:             {play}     (ffplay {play})");
         }
@@ -60,6 +75,22 @@ fn render(cfg: &Config, demo: Option<&StreamRecord>, created_now: bool, host: &s
                 "  Play:             {server}/NAME     (ffplay {server}/NAME)"
             );
         }
+    }
+    if let Some(http) = cfg.http.listen {
+        let http_host = url_host(public_ip(http.ip()));
+        let base = format!("http://{http_host}:{}", http.port());
+        if cfg.hls.enabled {
+            let name = match (cfg.auth.publish, demo) {
+                (PublishAuth::Keys, Some(d)) => d.name.as_str(),
+                _ => "NAME",
+            };
+            let _ = writeln!(out, "  LL-HLS:           {base}/hls/{name}/index.m3u8");
+        }
+        let token = match token_file {
+            Some(path) => format!("     (bearer token in {})", path.display()),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  API:              {base}/api/v1{token}");
     }
     if let Some(tls) = cfg.rtmp.tls_listen {
         let tls_host = url_host(public_ip(tls.ip()));
@@ -128,16 +159,32 @@ mod tests {
     #[test]
     fn keys_banner_shows_server_key_and_play_url() {
         let cfg = Config::default();
-        let text = render(&cfg, Some(&demo()), true, "10.0.0.5");
+        let text = render(&cfg, Some(&demo()), true, "10.0.0.5", None);
         assert!(text.contains("rtmp://10.0.0.5:1935/live\n"), "{text}");
         assert!(text.contains("K3y"), "{text}");
         assert!(text.contains("created now"), "{text}");
+        assert!(text.contains("/hls/demo/index.m3u8"), "{text}");
         assert!(
             text.contains("ffplay rtmp://10.0.0.5:1935/live/demo"),
             "{text}"
         );
         assert!(!text.contains("rtmps"), "{text}");
-        assert!(render(&cfg, Some(&demo()), false, "h").contains("existing"));
+        let again = render(
+            &cfg,
+            Some(&demo()),
+            false,
+            "h",
+            Some("/d/api-token".as_ref()),
+        );
+        assert!(
+            !again.contains("K3y"),
+            "a restart does not show the key: {again}"
+        );
+        assert!(again.contains("rotate-key demo"), "{again}");
+        assert!(
+            again.contains("/api/v1     (bearer token in /d/api-token)"),
+            "{again}"
+        );
     }
 
     #[test]
@@ -145,7 +192,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.auth.publish = PublishAuth::Open;
         cfg.rtmp.tls_listen = Some("127.0.0.1:1936".parse().unwrap());
-        let text = render(&cfg, Some(&demo()), false, "h");
+        let text = render(&cfg, Some(&demo()), false, "h", None);
         assert!(!text.contains("K3y"), "{text}");
         assert!(text.contains("open"), "{text}");
         assert!(text.contains("rtmps://127.0.0.1:1936/live"), "{text}");

@@ -294,18 +294,22 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn serve(mut config: Config) -> Result<(), CliError> {
     crate::logging::init(&config.log);
     let store = Store::open(&config.server.data_dir)?;
-    match crate::api::token::resolve(&mut config) {
+    let token_file = match crate::api::token::resolve(&mut config) {
         Ok(crate::api::token::TokenSource::File(path)) => {
-            tracing::info!(path = %path.display(), "API token (Authorization: Bearer ...) is in this file")
+            tracing::info!(path = %path.display(), "API token (Authorization: Bearer ...) is in this file");
+            Some(path)
         }
-        Ok(source) => tracing::info!(?source, "API token configured"),
+        Ok(source) => {
+            tracing::info!(?source, "API token configured");
+            None
+        }
         Err(e) => {
             return Err(CliError::Io(format!(
                 "cannot write the API token into {}: {e}",
                 config.server.data_dir.display()
             )))
         }
-    }
+    };
     let open_sessions = store.close_open_sessions()?;
     if open_sessions > 0 {
         tracing::warn!(
@@ -326,6 +330,7 @@ fn serve(mut config: Config) -> Result<(), CliError> {
         &config,
         demo.as_ref().map(|(r, _)| r),
         demo.as_ref().is_some_and(|d| d.1),
+        token_file.as_deref(),
     );
     tracing::info!(
         data_dir = %config.server.data_dir.display(),

@@ -105,6 +105,7 @@ publish = "keys"
 # api_token = "a-long-random-string"
 # Failed publish attempts (wrong key, refused by the on_publish hook) allowed per IP address per
 # minute; further attempts from that address are refused without checking until the minute passes.
+# 0 = no limit.
 max_failed_publish_per_minute = 10
 
 [metrics]
@@ -426,7 +427,7 @@ pub struct AuthConfig {
     pub publish: PublishAuth,
     /// Bearer token of the HTTP API; `None` = environment or generated.
     pub api_token: Option<String>,
-    /// Failed publish attempts allowed per IP per minute.
+    /// Failed publish attempts allowed per IP per minute; 0 = no limit.
     pub max_failed_publish_per_minute: u32,
 }
 

@@ -742,6 +742,11 @@ pub fn clip(spec: ClipSpec) -> PathBuf {
 
 /// `ffmpeg -re -stream_loop -1 -i CLIP -c copy -f flv URL`: publishes until killed.
 pub fn publish(name: &str, dir: &Path, clip: &Path, url: &str) -> Proc {
+    publish_limited(name, dir, clip, url, None)
+}
+
+/// Like [`publish`]; with `secs`, publishes exactly that much media (`-t SECS`), then exits.
+pub fn publish_limited(name: &str, dir: &Path, clip: &Path, url: &str, secs: Option<u32>) -> Proc {
     require_ffmpeg();
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
@@ -754,9 +759,33 @@ pub fn publish(name: &str, dir: &Path, clip: &Path, url: &str) -> Proc {
         "-1",
         "-i",
     ])
-    .arg(clip)
-    .args(["-c", "copy", "-f", "flv", url]);
+    .arg(clip);
+    if let Some(secs) = secs {
+        cmd.args(["-t", &secs.to_string()]);
+    }
+    cmd.args(["-c", "copy", "-f", "flv", url]);
     Proc::spawn(name, dir, cmd)
+}
+
+/// A program in the Python virtualenv `scripts/test` creates (`$ZEROCAST_VENV`, default
+/// `~/.cache/zerocast/venv`), e.g. `bin/python`; panics with the install command for `package`
+/// when it is missing.
+pub fn venv_program(program: &str, package: &str) -> PathBuf {
+    let venv = std::env::var_os("ZEROCAST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/zerocast/venv")
+        });
+    let path = venv.join(program);
+    assert!(
+        path.is_file(),
+        "{} is missing: run ./scripts/test (it creates the virtualenv), or \
+         `python3 -m venv {1} && {1}/bin/pip install {package}`",
+        path.display(),
+        venv.display()
+    );
+    path
 }
 
 /// `ffmpeg -i URL -t SECS -c copy -y OUT`: records `secs` seconds of the stream into `out`.

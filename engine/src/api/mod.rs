@@ -176,10 +176,7 @@ impl QueryParams {
         let Some(q) = uri.query() else {
             return Ok(QueryParams(map));
         };
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = percent_decode(k).ok_or_else(|| bad_request("badly encoded query"))?;
-            let v = percent_decode(v).ok_or_else(|| bad_request("badly encoded query"))?;
+        for (k, v) in crate::http::query::pairs(q).map_err(bad_request)? {
             if map.insert(k.clone(), v).is_some() {
                 return Err(bad_request(format!("query parameter {k:?} given twice")));
             }
@@ -224,32 +221,6 @@ impl Page {
     fn offset(self) -> u64 {
         u64::from(self.page - 1) * u64::from(self.per_page)
     }
-}
-
-/// `%XX` and `+` (space) decoding; `None` for a bad escape or invalid UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// A request body as `T`: strict JSON, or the 4xx to send. An empty body reads as `{}` when
@@ -304,16 +275,6 @@ mod tests {
             let r = parse_object::<types::CreateStream>(bad).unwrap_err();
             assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         }
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
-        assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("€"));
-        assert_eq!(percent_decode("%"), None);
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%ff"), None);
     }
 
     fn query(q: &str) -> Result<QueryParams, Response> {

@@ -64,7 +64,7 @@ pub async fn serve(
     if req.method() != Method::GET {
         return method_not_allowed("GET");
     }
-    let params = parse_query(req.uri().query().unwrap_or(""));
+    let params = crate::http::query::pairs(req.uri().query().unwrap_or(""));
     if let Some(denied) = token::check(&shard.cfg, req.headers()) {
         let given = params
             .as_ref()
@@ -136,44 +136,6 @@ impl Filter {
         (self.streams.is_empty() || self.streams.iter().any(|s| s == e.stream()))
             && self.types.as_ref().is_none_or(|t| t.contains(&e.kind()))
     }
-}
-
-/// `k=v&k=v` with percent-decoding (`+` is a space, as HTML forms send it).
-fn parse_query(q: &str) -> Result<Vec<(String, String)>, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            match (percent_decode(k), percent_decode(v)) {
-                (Some(k), Some(v)) => Ok((k, v)),
-                _ => Err(format!("malformed query parameter {p:?}")),
-            }
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `event:`/`data:` blocks for `events` (and a `dropped` block first when some were lost).
@@ -493,7 +455,7 @@ mod tests {
     }
 
     fn filter(q: &str) -> Result<Filter, String> {
-        parse_query(q).and_then(Filter::from_params)
+        crate::http::query::pairs(q).and_then(Filter::from_params)
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod body;
 mod hls;
 mod io;
+pub mod query;
 mod router;
 
 use std::cell::RefCell;
