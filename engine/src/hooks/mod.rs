@@ -30,6 +30,9 @@
 
 mod client;
 
+#[doc(hidden)]
+pub use client::fuzz_hook_response;
+
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;

@@ -40,6 +40,14 @@ pub fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Fuzz entry (the `http_query` target): a query string as a client sends it.
+#[doc(hidden)]
+pub fn fuzz_http_query(data: &[u8]) {
+    if let Ok(q) = std::str::from_utf8(data) {
+        let _ = pairs(q);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +69,6 @@ mod tests {
             ]
         );
         assert!(pairs("a=%zz").is_err());
+        fuzz_http_query(b"a=%e2%82&b=%%");
     }
 }
