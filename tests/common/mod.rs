@@ -67,10 +67,37 @@ pub fn require_ffmpeg() {
     require_tool("ffprobe");
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A port on 127.0.0.1 that is free for both TCP and UDP (bound, then released).
+///
+/// Ports come from below the kernel's ephemeral range: a port the kernel hands out for port 0
+/// is also one it may give to an outgoing connection, and once a server's listener is gone
+/// (between a crash and a restart) such a connection can take the port and the restart fails
+/// with "Address already in use".
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+        ^ DRAWS
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(seed);
+    for _ in 0..1000 {
+        let port = low + (rng.next_u64() % u64::from(high - low)) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {low}..{high} after 1000 tries");
 }
 
 /// Sends `sig` to `pid` (no-op if it is already gone).
@@ -373,6 +400,28 @@ impl Server {
         );
         stopped.child = None;
         stopped.exited = None;
+        // The kernel may hold the dead server's listeners a moment longer (io_uring tears its
+        // ring down asynchronously): wait until the ports can be bound, or the readiness probe
+        // below could connect to the old listener.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ports: Vec<u16> = [
+            Some(stopped.port),
+            stopped.tls_port,
+            Some(stopped.http_port),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        while !ports
+            .iter()
+            .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "ports {ports:?} still in use 5 s after the server stopped"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         stopped.spawn();
         stopped
     }
