@@ -92,6 +92,21 @@ fn render(
         };
         let _ = writeln!(out, "  API:              {base}/api/v1{token}");
     }
+    if let Some(srt) = cfg.srt.listen {
+        let srt_host = url_host(public_ip(srt.ip()));
+        let base = format!("srt://{srt_host}:{}?streamid=#!::r={APP}/", srt.port());
+        // The key appears only where the banner shows it anyway (created now).
+        let (key, name) = match (cfg.auth.publish, demo) {
+            (PublishAuth::Open, _) => ("NAME", "NAME"),
+            (PublishAuth::Keys, Some(d)) if created_now => (d.key.as_str(), d.name.as_str()),
+            (PublishAuth::Keys, Some(d)) => ("KEY", d.name.as_str()),
+            (PublishAuth::Keys, None) => ("KEY", "NAME"),
+        };
+        let _ = writeln!(
+            out,
+            "  SRT:              {base}{key},m=publish     (play: {base}{name},m=request)"
+        );
+    }
     if let Some(tls) = cfg.rtmp.tls_listen {
         let tls_host = url_host(public_ip(tls.ip()));
         let note = if cfg.rtmp.tls_cert.is_none() {
@@ -169,6 +184,13 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("rtmps"), "{text}");
+        let srt = "srt://";
+        assert!(
+            text.lines().any(|l| l.contains(srt)
+                && l.contains("#!::r=live/K3y,m=publish")
+                && l.contains("#!::r=live/demo,m=request")),
+            "{text}"
+        );
         let again = render(
             &cfg,
             Some(&demo()),
@@ -181,6 +203,7 @@ mod tests {
             "a restart does not show the key: {again}"
         );
         assert!(again.contains("rotate-key demo"), "{again}");
+        assert!(again.contains("#!::r=live/KEY,m=publish"), "{again}");
         assert!(
             again.contains("/api/v1     (bearer token in /d/api-token)"),
             "{again}"
@@ -196,6 +219,15 @@ mod tests {
         assert!(!text.contains("K3y"), "{text}");
         assert!(text.contains("open"), "{text}");
         assert!(text.contains("rtmps://127.0.0.1:1936/live"), "{text}");
+        assert!(text.contains("#!::r=live/NAME,m=publish"), "{text}");
+        cfg.srt.listen = Some("127.0.0.1:9000".parse().unwrap());
+        let text = render(&cfg, None, false, "h", None);
+        assert!(
+            text.contains("srt://127.0.0.1:9000?streamid=#!::r=live/NAME,m=request"),
+            "{text}"
+        );
+        cfg.srt.listen = None;
+        assert!(!render(&cfg, None, false, "h", None).contains("srt://"));
     }
 
     #[test]

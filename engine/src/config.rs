@@ -54,6 +54,28 @@ window_ack_size = 2500000
 # at once.
 audio_coalesce = "40ms"
 
+[srt]
+# UDP address for SRT (publish and play, caller mode). "" = SRT off.
+# Publish: srt://HOST:8890?streamid=#!::r=live/KEY,m=publish
+# Play:    srt://HOST:8890?streamid=#!::r=live/NAME,m=request
+listen = "0.0.0.0:8890"
+# Receiver buffering latency (SRT TSBPD delay), 20ms..=10s; the larger of this and the peer's
+# own setting applies. More latency rides out more packet loss.
+latency = "120ms"
+# Encryption passphrase, 10 to 79 characters. Absent = no encryption; when set, every peer
+# must use it.
+# passphrase = "a-long-secret-phrase"
+# AES key length in bytes when a passphrase is set: 16, 24 or 32.
+pbkeylen = 16
+# A peer that sends nothing (not even keepalives) for this long is dropped.
+peer_idle_timeout = "5s"
+# Sending rate cap per connection, in bytes per second (a size, e.g. "10MB"). 0 = automatic.
+max_bandwidth = 0
+# Most SRT connections on the whole server; further callers are rejected.
+max_sessions = 1000
+# Most handshakes in progress at once; further callers are rejected until some complete.
+max_pending_handshakes = 256
+
 [http]
 # Address of the HTTP server (LL-HLS under /hls, /healthz; later the API). "" = HTTP off.
 listen = "0.0.0.0:8080"
@@ -206,6 +228,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[rtmp]`: the RTMP and RTMPS listeners.
     pub rtmp: RtmpConfig,
+    /// `[srt]`: the SRT listener.
+    pub srt: SrtConfig,
     /// `[http]`: the HTTP(S) server.
     pub http: HttpConfig,
     /// `[hls]`: LL-HLS packaging.
@@ -294,6 +318,65 @@ impl Default for RtmpConfig {
             window_ack_size: 2_500_000,
             audio_coalesce: Duration::from_millis(40),
         }
+    }
+}
+
+/// `[srt]`.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SrtConfig {
+    /// UDP listen address; `None` = off.
+    #[serde(deserialize_with = "optional_socket_addr")]
+    pub listen: Option<SocketAddr>,
+    /// Receiver latency (TSBPD delay) zerocast asks for.
+    #[serde(deserialize_with = "duration")]
+    pub latency: Duration,
+    /// Encryption passphrase; `None` = no encryption. Secret: `Debug` redacts it.
+    pub passphrase: Option<String>,
+    /// AES key length in bytes (16, 24 or 32), used when `passphrase` is set.
+    pub pbkeylen: u8,
+    /// Silence after which a peer is dropped.
+    #[serde(deserialize_with = "duration")]
+    pub peer_idle_timeout: Duration,
+    /// Sending rate cap per connection, bytes per second; 0 = automatic.
+    #[serde(deserialize_with = "size")]
+    pub max_bandwidth: u64,
+    /// Most SRT connections on the whole server.
+    pub max_sessions: usize,
+    /// Most handshakes in progress at once.
+    pub max_pending_handshakes: usize,
+}
+
+impl Default for SrtConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 8890))),
+            latency: Duration::from_millis(120),
+            passphrase: None,
+            pbkeylen: 16,
+            peer_idle_timeout: Duration::from_secs(5),
+            max_bandwidth: 0,
+            max_sessions: 1000,
+            max_pending_handshakes: 256,
+        }
+    }
+}
+
+impl fmt::Debug for SrtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtConfig")
+            .field("listen", &self.listen)
+            .field("latency", &self.latency)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .field("pbkeylen", &self.pbkeylen)
+            .field("peer_idle_timeout", &self.peer_idle_timeout)
+            .field("max_bandwidth", &self.max_bandwidth)
+            .field("max_sessions", &self.max_sessions)
+            .field("max_pending_handshakes", &self.max_pending_handshakes)
+            .finish()
     }
 }
 
@@ -687,6 +770,42 @@ impl Config {
                 "rtmp.tls_listen",
                 format!("{} is also rtmp.listen", r.listen),
             ));
+        }
+        let srt = &self.srt;
+        if !(Duration::from_millis(20)..=Duration::from_secs(10)).contains(&srt.latency) {
+            return Err(invalid(
+                "srt.latency",
+                format!("{:?} is outside 20ms..=10s", srt.latency),
+            ));
+        }
+        if let Some(p) = &srt.passphrase {
+            // SRT's limit (SRTO_PASSPHRASE), in bytes. The passphrase itself is never shown.
+            if !(10..=79).contains(&p.len()) {
+                return Err(invalid(
+                    "srt.passphrase",
+                    format!("must be 10 to 79 bytes long, not {}", p.len()),
+                ));
+            }
+        }
+        if ![16, 24, 32].contains(&srt.pbkeylen) {
+            return Err(invalid(
+                "srt.pbkeylen",
+                format!("{} is not 16, 24 or 32", srt.pbkeylen),
+            ));
+        }
+        if srt.peer_idle_timeout.is_zero() {
+            return Err(invalid(
+                "srt.peer_idle_timeout",
+                "must be longer than zero".to_owned(),
+            ));
+        }
+        for (key, value) in [
+            ("srt.max_sessions", srt.max_sessions),
+            ("srt.max_pending_handshakes", srt.max_pending_handshakes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".to_owned()));
+            }
         }
         let h = &self.http;
         match (&h.tls_cert, &h.tls_key) {
@@ -1085,6 +1204,51 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.rtmp.tls_listen, Some("[::]:1936".parse().unwrap()));
+    }
+
+    #[test]
+    fn srt_section() {
+        let c = Config::from_toml_str(
+            "[srt]\nlisten = \"[::]:9000\"\nlatency = \"200ms\"\npassphrase = \"0123456789\"\n\
+             pbkeylen = 32\nmax_bandwidth = \"10MB\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.srt.listen, Some("[::]:9000".parse().unwrap()));
+        assert_eq!(c.srt.latency, Duration::from_millis(200));
+        assert_eq!(c.srt.pbkeylen, 32);
+        assert_eq!(c.srt.max_bandwidth, 10_000_000);
+        assert!(
+            !format!("{c:?}").contains("0123456789"),
+            "Debug shows the passphrase"
+        );
+        let off = Config::from_toml_str("[srt]\nlisten = \"\"\n").unwrap();
+        assert_eq!(off.srt.listen, None);
+        for (toml, key) in [
+            ("latency = \"10ms\"", "srt.latency"),
+            ("latency = \"11s\"", "srt.latency"),
+            ("passphrase = \"short\"", "srt.passphrase"),
+            ("passphrase = \"x\"", "srt.passphrase"),
+            ("pbkeylen = 20", "srt.pbkeylen"),
+            ("peer_idle_timeout = \"0s\"", "srt.peer_idle_timeout"),
+            ("max_sessions = 0", "srt.max_sessions"),
+            ("max_pending_handshakes = 0", "srt.max_pending_handshakes"),
+        ] {
+            let err = Config::from_toml_str(&format!("[srt]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let long = "p".repeat(80);
+        let err = Config::from_toml_str(&format!("[srt]\npassphrase = \"{long}\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("srt.passphrase") && !err.contains(&long),
+            "{err}"
+        );
+        for ok in ["20ms", "10s"] {
+            Config::from_toml_str(&format!("[srt]\nlatency = \"{ok}\"\n")).unwrap();
+        }
     }
 
     #[test]

@@ -27,7 +27,8 @@ pub enum Query {
         /// Stream name.
         name: String,
     },
-    /// To every shard: its viewers of a stream (origin or mirror, and LL-HLS clients).
+    /// To every shard: its viewers of a stream (origin or mirror: RTMP and MPEG-TS players;
+    /// LL-HLS clients).
     Viewers {
         /// Stream name.
         name: String,
@@ -127,12 +128,14 @@ pub struct IngestInfo {
 pub struct ViewerCounts {
     /// RTMP(S) players now.
     pub rtmp: u64,
+    /// SRT players (MPEG-TS viewers) now.
+    pub srt: u64,
     /// LL-HLS clients seen in the last [`HLS_ACTIVE_WINDOW`].
     pub hls: u64,
-    /// Bytes sent to viewers of this stream (RTMP and LL-HLS), over the stream's life on
+    /// Bytes sent to viewers of this stream (RTMP, SRT and LL-HLS), over the stream's life on
     /// this shard.
     pub bytes_out: u64,
-    /// Frames skipped for slow RTMP players.
+    /// Frames skipped for slow RTMP and SRT players.
     pub dropped_frames: u64,
 }
 
@@ -140,6 +143,7 @@ impl ViewerCounts {
     /// Adds another shard's counts.
     pub fn add(&mut self, other: &ViewerCounts) {
         self.rtmp += other.rtmp;
+        self.srt += other.srt;
         self.hls += other.hls;
         self.bytes_out += other.bytes_out;
         self.dropped_frames += other.dropped_frames;

@@ -4,6 +4,7 @@
 //! vectored `sendmsg` glommio does not offer.
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod api;
 pub mod banner;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod rt;
 pub mod rtmp_conn;
 pub mod server;
 pub mod shard;
+pub mod srt;
 pub mod store;
 pub mod stream;
 pub mod tls;

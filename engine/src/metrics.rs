@@ -21,7 +21,8 @@ use http::{header, StatusCode};
 
 pub use counters::{
     AuthFailure, CounterValues, Egress, ErrorKind, OpenConnection, PlayerGauge, Protocol, Refused,
-    Route, ShardMetrics, FRAME_KINDS, INGEST_PROTOCOLS, PLAYER_PROTOCOLS, STATUS_CLASSES,
+    Route, ShardMetrics, EGRESSES, FRAME_KINDS, INGEST_PROTOCOLS, PLAYER_PROTOCOLS, PROTOCOLS,
+    STATUS_CLASSES,
 };
 pub use render::{render, CONTENT_TYPE};
 pub use snapshot::{Buckets, ShardMetricsSnapshot, BOUNDS_US};

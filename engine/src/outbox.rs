@@ -18,14 +18,16 @@ use zerocast_codecs::{ByteRope, MediaKind};
 
 use crate::metrics::ShardMetrics;
 
-/// One RTMP message, chunked and ready for the wire, shared by all viewers of a shard.
+/// One media message ready for the wire, shared by all viewers of a shard: an RTMP message
+/// (chunked) for RTMP viewers, or one frame's MPEG-TS packets for TS viewers.
 #[derive(Debug)]
 pub struct WireMessage {
-    /// Chunk headers and payload slices, in wire order.
+    /// Chunk (or TS packet) headers and payload slices, in wire order.
     pub wire: ByteRope,
     /// Audio, video or data.
     pub kind: MediaKind,
-    /// True for a video keyframe: a viewer that skips may resume here.
+    /// True for a video keyframe: a viewer that skips may resume here (a TS keyframe message
+    /// starts with PAT/PMT).
     pub keyframe: bool,
     /// When the frame entered the engine; `None` for headers and metadata.
     pub ingest: Option<Instant>,

@@ -15,14 +15,15 @@ use tracing::{debug, info, warn};
 use zerocast_codecs::MediaKind;
 use zerocast_rtmp::{Input, Limits, Output, ServerEvent, ServerSession, SessionConfig};
 
-use crate::config::{Config, PublishAuth};
+use crate::admission::{admit_publish, PublishRequest, Refusal};
+use crate::config::Config;
 use crate::events::{unix_ms, Event};
 use crate::ingest::FlvIngest;
-use crate::metrics::{AuthFailure, Egress, ErrorKind, PlayerGauge, Protocol};
+use crate::metrics::{Egress, ErrorKind, PlayerGauge, Protocol};
 use crate::outbox::{OutItem, Outbox};
 use crate::rt::{self, tcp::MAX_IOVECS, LocalEvent};
-use crate::shard::{Origin, PublishInfo, Shard, Subscription};
-use crate::stream::{MediaItem, Viewer};
+use crate::shard::{Origin, Shard, Subscription};
+use crate::stream::{MediaItem, Viewer, ViewerFormat};
 use crate::transport::Transport;
 
 /// The RTMP application name in publish and play URLs (`rtmp://host/live/KEY`).
@@ -412,136 +413,36 @@ impl Conn {
             );
             return Some(End::Refused);
         }
-        let peer = self.transport.peer_addr();
-        if crate::limits::publish_blocked(
-            peer.ip(),
-            self.shard.cfg.auth.max_failed_publish_per_minute,
-        ) {
-            warn!(conn = self.id, %peer, "publish refused: too many failed attempts from this address (auth.max_failed_publish_per_minute)");
-            self.shard.metrics.auth_failed(AuthFailure::RateLimited);
-            self.session.reject_publish(
-                stream_id,
-                BAD_NAME,
-                "too many failed attempts; try again later",
-            );
-            return Some(End::Refused);
-        }
         // The key is secret: never log `raw_name`.
-        let key = strip_query(raw_name);
-        let record_default = self.shard.cfg.recording.record;
-        // `record`: the stream's own flag, else `recording.record`.
-        let (name, record) = match self.shard.cfg.auth.publish {
-            PublishAuth::Open => {
-                if crate::store::validate_name(key).is_err() {
-                    self.session
-                        .reject_publish(stream_id, BAD_NAME, "invalid stream name");
-                    return Some(End::Refused);
-                }
-                (key.to_owned(), record_default)
+        let request = PublishRequest {
+            protocol: self.protocol(),
+            remote: self.transport.peer_addr(),
+            key: strip_query(raw_name),
+            app: self.app.as_deref().unwrap_or_default(),
+            conn: self.id,
+        };
+        let admitted = match admit_publish(&self.shard, request).await {
+            Ok(a) => a,
+            Err(refusal) => {
+                let code = match refusal {
+                    Refusal::StoreUnavailable | Refusal::HookUnanswered => {
+                        "NetStream.Publish.Failed"
+                    }
+                    _ => BAD_NAME,
+                };
+                self.session
+                    .reject_publish(stream_id, code, refusal.message());
+                return Some(End::Refused);
             }
-            PublishAuth::Keys => match self.shard.store.authorize_publish(key.to_owned()).await {
-                Ok(Some(grant)) if !grant.enabled => {
-                    warn!(conn = self.id, stream = %grant.name, %peer, "publish refused: the stream is disabled");
-                    self.session
-                        .reject_publish(stream_id, BAD_NAME, "stream is disabled");
-                    return Some(End::Refused);
-                }
-                Ok(Some(grant)) => (grant.name, grant.record.unwrap_or(record_default)),
-                Ok(None) => {
-                    crate::limits::note_failed_publish(peer.ip());
-                    warn!(conn = self.id, peer = %self.transport.peer_addr(), "publish refused: invalid stream key");
-                    self.shard.metrics.auth_failed(AuthFailure::StreamKey);
-                    self.session
-                        .reject_publish(stream_id, BAD_NAME, "invalid stream key");
-                    return Some(End::Refused);
-                }
-                Err(e) => {
-                    warn!(conn = self.id, "publish refused: key check failed: {e}");
-                    self.session.reject_publish(
-                        stream_id,
-                        "NetStream.Publish.Failed",
-                        "stream database unavailable",
-                    );
-                    return Some(End::Refused);
-                }
-            },
         };
-        if let Some(end) = self.ask_publish_hook(stream_id, &name).await {
-            return Some(end);
-        }
-        let takeover = self.shard.cfg.streams.takeover;
-        let Some(generation) = self.shard.claim(&name, takeover).await else {
-            warn!(conn = self.id, stream = %name, "publish refused: stream already live");
-            self.session
-                .reject_publish(stream_id, BAD_NAME, "stream is already being published");
-            return Some(End::Refused);
-        };
-        let origin = self.shard.start_origin(
-            &name,
-            generation,
-            PublishInfo {
-                protocol: self.protocol(),
-                remote: self.transport.peer_addr(),
-            },
-        );
-        if record {
-            let mut o = origin.borrow_mut();
-            o.recording = Some(self.shard.recorder.sink(o.name.clone()));
-        }
         self.session.accept_publish(stream_id);
-        info!(conn = self.id, stream = %name, shard = self.shard.id, generation, record, peer = %self.transport.peer_addr(), "publishing");
         self.set_up = true;
         self.publishing = Some(Publishing {
             stream_id,
-            origin,
+            origin: admitted.origin,
             ingest: FlvIngest::default(),
         });
         None
-    }
-
-    /// Asks the `on_publish` hook, when configured, whether `name` may be published from
-    /// here; `Some` (after telling the publisher) when it may not.
-    async fn ask_publish_hook(&mut self, stream_id: u32, name: &str) -> Option<End> {
-        let hooks = self.shard.hooks.get()?.clone();
-        let peer = self.transport.peer_addr();
-        let request = crate::hooks::PublishRequest {
-            stream: name,
-            protocol: self.protocol(),
-            remote: peer,
-            app: self.app.as_deref().unwrap_or_default(),
-        };
-        use crate::hooks::PublishVerdict as V;
-        match hooks.check_publish(request).await? {
-            V::Allowed(status) => {
-                debug!(conn = self.id, stream = %name, status, "on_publish hook allowed the publish");
-                None
-            }
-            V::Refused(status) => {
-                crate::limits::note_failed_publish(peer.ip());
-                warn!(conn = self.id, stream = %name, %peer, status, "publish refused by on_publish hook");
-                self.shard.metrics.auth_failed(AuthFailure::Hook);
-                self.session.reject_publish(
-                    stream_id,
-                    "NetStream.Publish.BadName",
-                    "refused by on_publish hook",
-                );
-                Some(End::Refused)
-            }
-            V::Unanswered { error, allowed } if allowed => {
-                warn!(conn = self.id, stream = %name, %peer, "on_publish hook did not answer ({error}); publish allowed: hooks.fail_open = true");
-                None
-            }
-            V::Unanswered { error, .. } => {
-                warn!(conn = self.id, stream = %name, %peer, "publish refused: on_publish hook did not answer ({error}) and hooks.fail_open = false");
-                self.shard.metrics.auth_failed(AuthFailure::Hook);
-                self.session.reject_publish(
-                    stream_id,
-                    "NetStream.Publish.Failed",
-                    "publish authorization unavailable",
-                );
-                Some(End::Refused)
-            }
-        }
     }
 
     async fn on_play(&mut self, stream_id: u32, raw_name: &str) -> Option<End> {
@@ -564,6 +465,7 @@ impl Conn {
             outbox: self.outbox.clone(),
             stream_id,
             ended: LocalEvent::new(),
+            format: ViewerFormat::Rtmp,
         });
         // The play replies must precede the first media message: accept and flush them to the
         // outbox before the viewer is attached (which queues headers and the GOP cache).

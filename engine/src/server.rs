@@ -81,6 +81,8 @@ struct Shared {
     tls: Option<Arc<rustls::ServerConfig>>,
     http_tls: Option<Arc<rustls::ServerConfig>>,
     limits: Arc<ConnectionLimits>,
+    /// SRT sessions count apart from TCP connections (`srt.max_sessions`).
+    srt_limits: Arc<ConnectionLimits>,
     stop: Arc<AtomicBool>,
     next_conn_id: AtomicU64,
 }
@@ -106,6 +108,15 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
         })?;
         if addr.port() == 0 {
             // Bound just above; a bound socket has a local address.
+            addr.set_port(probe.local_addr().map(|a| a.port()).unwrap_or(0));
+        }
+    }
+    if let Some(addr) = config.srt.listen.as_mut() {
+        let probe = std::net::UdpSocket::bind(*addr).map_err(|source| ServeError::Bind {
+            addr: *addr,
+            source,
+        })?;
+        if addr.port() == 0 {
             addr.set_port(probe.local_addr().map(|a| a.port()).unwrap_or(0));
         }
     }
@@ -144,6 +155,10 @@ pub fn serve(mut config: Config, store: Store) -> Result<(), ServeError> {
     );
     let (hooks, hooks_thread) = hooks.unzip();
     let shared = Arc::new(Shared {
+        srt_limits: ConnectionLimits::new(
+            config.srt.max_sessions,
+            config.limits.max_connections_per_ip,
+        ),
         limits: ConnectionLimits::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
@@ -471,6 +486,24 @@ async fn run_shard(
             listener,
             service,
         ));
+    }
+    if let Some(addr) = cfg.srt.listen {
+        let conn_ids: Rc<dyn Fn() -> u64> = {
+            let shared = shared.clone();
+            Rc::new(move || shared.next_conn_id.fetch_add(1, Ordering::Relaxed))
+        };
+        match crate::srt::Endpoint::bind(shard.clone(), addr, shared.srt_limits.clone(), conn_ids) {
+            Ok(endpoint) => {
+                if id == 0 {
+                    info!(%addr, shards = count, latency = ?cfg.srt.latency, encrypted = cfg.srt.passphrase.is_some(), "SRT listening (UDP)");
+                }
+                rt::spawn(endpoint.run());
+            }
+            Err(source) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                return Err(ServeError::Bind { addr, source });
+            }
+        }
     }
     // The signal thread sets a flag; each shard turns it into its own local event.
     while !shared.stop.load(Ordering::SeqCst) {

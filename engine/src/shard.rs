@@ -159,7 +159,7 @@ pub type EventSink = Box<dyn Fn(&Arc<Event>)>;
 /// Who publishes a stream, for statistics and events.
 #[derive(Debug, Clone)]
 pub struct PublishInfo {
-    /// Ingest protocol (`rtmp`, `rtmps`).
+    /// Ingest protocol (`rtmp`, `rtmps`, `srt`).
     pub protocol: &'static str,
     /// Publisher's address.
     pub remote: std::net::SocketAddr,
@@ -229,6 +229,9 @@ pub struct ShardStats {
     /// Time live RTMP video frames waited in a player's outbox (queued on this shard until
     /// handed to the socket), microseconds.
     pub rtmp_queue_wait_us: Histogram<u64>,
+    /// Ingest-to-egress latency of frames sent to SRT players, microseconds (entered the
+    /// engine until handed to the SRT session, which paces them out).
+    pub srt_egress_latency_us: Histogram<u64>,
 }
 
 impl ShardStats {
@@ -241,6 +244,8 @@ impl ShardStats {
             hls_part_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("constant histogram bounds are valid"),
             rtmp_queue_wait_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            srt_egress_latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
                 .expect("constant histogram bounds are valid"),
         }
     }

@@ -3,12 +3,22 @@
 //! The same type serves the stream's origin (the publisher's shard) and its mirrors (other
 //! shards with viewers of it). Each applies the same [`MediaItem`]s in the same order; the
 //! origin also forwards them to the mirrors through the channel mesh.
+//!
+//! Viewers come in two formats ([`ViewerFormat`]). Each item is encoded once per shard as an
+//! RTMP message shared by every RTMP viewer. While a stream has MPEG-TS viewers (SRT players),
+//! each frame is also muxed once per shard into TS packets (a [`Muxer`] writes packet headers
+//! beside the frame's own payload slices) shared by every TS viewer; a stream without TS
+//! viewers muxes nothing. The TS output keeps its own GOP cache, made by the same muxer, so a
+//! TS viewer that joins starts on a keyframe with PAT/PMT and its continuity counters run on
+//! into the live packets.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use zerocast_codecs::{flv, ByteRope, Frame, MediaKind, Track};
+use tracing::{debug, warn};
+use zerocast_codecs::ts::{packet::PAT_PID, Muxer, PACKET_SIZE, SYNC_BYTE};
+use zerocast_codecs::{flv, ByteRope, CodecId, Frame, MediaKind, Track};
 use zerocast_rtmp::{encode_message, CSID_AUDIO, CSID_DATA, CSID_VIDEO};
 
 use crate::outbox::{Outbox, WireMessage};
@@ -51,15 +61,30 @@ pub enum MediaItem {
     },
 }
 
+/// What a viewer receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ViewerFormat {
+    /// RTMP messages, chunked for the viewer's message stream id: sequence headers, metadata
+    /// and every frame (RTMP players).
+    #[default]
+    Rtmp,
+    /// MPEG-TS packets (SRT players): H.264/H.265 video and AAC/Opus audio, with PAT/PMT and
+    /// parameter sets in band. Metadata, and frames of codecs TS cannot carry here, are not
+    /// sent.
+    Ts,
+}
+
 /// A local viewer of a stream.
 #[derive(Debug)]
 pub struct Viewer {
     /// The viewer connection's send queue.
     pub outbox: Rc<Outbox>,
-    /// The RTMP message stream id it plays on.
+    /// The RTMP message stream id it plays on (RTMP viewers only).
     pub stream_id: u32,
     /// Set when the stream ends: the connection then says so and closes.
     pub ended: LocalEvent,
+    /// What it receives.
+    pub format: ViewerFormat,
 }
 
 /// Counters of one stream on one shard.
@@ -88,7 +113,10 @@ pub struct StreamMedia {
     gop_bytes: usize,
     /// False after the cache overflowed, until the next keyframe.
     gop_valid: bool,
+    /// Local RTMP viewers.
     viewers: Vec<Rc<Viewer>>,
+    /// The MPEG-TS output, while there are local TS viewers.
+    ts: Option<TsOutput>,
     /// Bytes sent to, and frames dropped for, viewers that have left.
     departed: (u64, u64),
     /// Counters.
@@ -116,6 +144,7 @@ impl StreamMedia {
             gop_bytes: 0,
             gop_valid: false,
             viewers: Vec::new(),
+            ts: None,
             departed: (0, 0),
             counters: StreamCounters::default(),
         }
@@ -131,9 +160,9 @@ impl StreamMedia {
         self.video.iter().chain(self.audio.iter())
     }
 
-    /// Number of local viewers.
+    /// Number of local viewers (RTMP and MPEG-TS).
     pub fn viewer_count(&self) -> usize {
-        self.viewers.len()
+        self.viewers.len() + self.ts.as_ref().map_or(0, TsOutput::viewer_count)
     }
 
     fn wire(&self, msg_type: u8, csid: u32, timestamp: u32, body: &ByteRope) -> ByteRope {
@@ -219,6 +248,7 @@ impl StreamMedia {
                     MediaKind::Video => (self.video, self.video_header) = (Some(t.clone()), None),
                     _ => (self.audio, self.audio_header) = (Some(t.clone()), None),
                 }
+                self.update_ts_tracks();
                 return true;
             }
             return false;
@@ -247,6 +277,7 @@ impl StreamMedia {
                 for v in &self.viewers {
                     push_for(v, &e, Push::Header, self.chunk_size);
                 }
+                self.update_ts_tracks();
                 return true;
             }
             MediaItem::Metadata { timestamp, body } => {
@@ -287,7 +318,20 @@ impl StreamMedia {
         for v in &self.viewers {
             push_for(v, &e, push, self.chunk_size);
         }
+        if let (Some(out), MediaItem::Frame(f)) = (self.ts.as_mut(), item) {
+            out.send(f, wake, self.gop_limit);
+        }
         true
+    }
+
+    /// Rebuilds the TS muxer, if there is one, for the current tracks.
+    fn update_ts_tracks(&mut self) {
+        if self.ts.is_some() {
+            let tracks = ts_tracks(self.video.as_ref(), self.audio.as_ref());
+            if let Some(out) = self.ts.as_mut() {
+                out.set_tracks(tracks);
+            }
+        }
     }
 
     /// Whether this frame wakes the players' writers now. Audio of a stream with video waits
@@ -321,7 +365,16 @@ impl StreamMedia {
 
     /// Adds a local viewer and queues headers, metadata and the GOP cache, so it starts on a
     /// keyframe at once.
+    ///
+    /// The first MPEG-TS viewer starts the TS output: the muxer is made for the current tracks
+    /// and the GOP cache is muxed into the TS GOP cache. A TS viewer gets that cache (which
+    /// starts on a keyframe with PAT/PMT); when there is none to start from, it waits for the
+    /// next video keyframe.
     pub fn add_viewer(&mut self, viewer: Rc<Viewer>) {
+        if viewer.format == ViewerFormat::Ts {
+            self.add_ts_viewer(viewer);
+            return;
+        }
         if viewer.stream_id == SHARED_PLAY_STREAM_ID {
             if let Some((_, _, m)) = &self.metadata {
                 viewer.outbox.push_header(m);
@@ -362,25 +415,69 @@ impl StreamMedia {
         self.viewers.push(viewer);
     }
 
-    /// Removes a local viewer.
+    fn add_ts_viewer(&mut self, viewer: Rc<Viewer>) {
+        let out = self.ts.get_or_insert_with(|| {
+            let mut out = TsOutput::new(ts_tracks(self.video.as_ref(), self.audio.as_ref()));
+            // The GOP cache (empty unless it starts on a video keyframe) becomes the TS GOP
+            // cache, muxed by the muxer the live frames go through next.
+            for (item, _) in &self.gop {
+                if let MediaItem::Frame(f) = item {
+                    out.mux(f, self.gop_limit);
+                }
+            }
+            out
+        });
+        if out.has_video && !out.gop_valid {
+            out.waiting.push(viewer);
+            return;
+        }
+        for m in &out.gop {
+            viewer.outbox.push_frame(m, out.has_video, true, true);
+        }
+        out.viewers.push(viewer);
+    }
+
+    /// Removes a local viewer; the TS output stops with its last viewer.
     pub fn remove_viewer(&mut self, viewer: &Rc<Viewer>) {
-        let before = self.viewers.len();
-        self.viewers.retain(|v| !Rc::ptr_eq(v, viewer));
-        if self.viewers.len() < before {
+        let removed = match viewer.format {
+            ViewerFormat::Rtmp => remove(&mut self.viewers, viewer),
+            ViewerFormat::Ts => match &mut self.ts {
+                Some(out) => {
+                    let removed =
+                        remove(&mut out.viewers, viewer) || remove(&mut out.waiting, viewer);
+                    if out.viewer_count() == 0 {
+                        self.ts = None;
+                    }
+                    removed
+                }
+                None => false,
+            },
+        };
+        if removed {
             self.departed.0 += viewer.outbox.sent_bytes();
             self.departed.1 += viewer.outbox.dropped_frames();
         }
     }
 
-    /// RTMP viewers now, and bytes sent to / frames dropped for all viewers so far.
+    /// Every local viewer, whatever its format.
+    fn all_viewers(&self) -> impl Iterator<Item = &Rc<Viewer>> {
+        let ts = self
+            .ts
+            .iter()
+            .flat_map(|o| o.viewers.iter().chain(&o.waiting));
+        self.viewers.iter().chain(ts)
+    }
+
+    /// RTMP and MPEG-TS viewers now, and bytes sent to / frames dropped for all viewers so far.
     pub fn viewer_counts(&self) -> crate::control::ViewerCounts {
         let (mut bytes_out, mut dropped_frames) = self.departed;
-        for v in &self.viewers {
+        for v in self.all_viewers() {
             bytes_out += v.outbox.sent_bytes();
             dropped_frames += v.outbox.dropped_frames();
         }
         crate::control::ViewerCounts {
             rtmp: self.viewers.len() as u64,
+            srt: self.ts.as_ref().map_or(0, TsOutput::viewer_count) as u64,
             hls: 0,
             bytes_out,
             dropped_frames,
@@ -389,10 +486,167 @@ impl StreamMedia {
 
     /// The stream ended: tells every local viewer and forgets them.
     pub fn end(&mut self) {
-        for v in self.viewers.drain(..) {
+        for v in self.all_viewers() {
             v.ended.set();
         }
+        self.viewers.clear();
+        self.ts = None;
         self.gop.clear();
+    }
+}
+
+/// Removes `viewer` from `list`; true when it was there.
+fn remove(list: &mut Vec<Rc<Viewer>>, viewer: &Rc<Viewer>) -> bool {
+    let before = list.len();
+    list.retain(|v| !Rc::ptr_eq(v, viewer));
+    list.len() < before
+}
+
+/// The tracks the MPEG-TS output carries: H.264/H.265 video and AAC/Opus audio.
+fn ts_tracks(video: Option<&Track>, audio: Option<&Track>) -> Vec<Track> {
+    let video = video.filter(|t| matches!(t.codec, CodecId::H264 | CodecId::H265));
+    let audio = audio.filter(|t| matches!(t.codec, CodecId::Aac | CodecId::Opus));
+    video.into_iter().chain(audio).cloned().collect()
+}
+
+/// True when `wire` starts with a PAT packet (the muxer writes PAT and PMT together).
+fn starts_with_pat(wire: &ByteRope) -> bool {
+    wire.parts().first().is_some_and(|p| {
+        p.len() >= 3
+            && p[0] == SYNC_BYTE
+            && (u16::from(p[1] & 0x1f) << 8 | u16::from(p[2])) == PAT_PID
+    })
+}
+
+/// A stream's MPEG-TS output on one shard, while it has TS viewers: one muxer, each frame
+/// muxed once and shared by every TS viewer.
+struct TsOutput {
+    /// TS viewers that get every message.
+    viewers: Vec<Rc<Viewer>>,
+    /// TS viewers that joined with no cache to start from: they start at the next video
+    /// keyframe.
+    waiting: Vec<Rc<Viewer>>,
+    /// The tracks the muxer carries.
+    tracks: Vec<Track>,
+    /// `None` when no track can be carried (or the muxer refused their configuration).
+    muxer: Option<Muxer>,
+    /// Whether the muxer carries video: TS viewers then resume at video keyframes.
+    has_video: bool,
+    /// Messages since the last point a viewer can start from (a video keyframe; without video,
+    /// a message that starts with PAT/PMT), at most the GOP cache limit.
+    gop: VecDeque<Rc<WireMessage>>,
+    gop_bytes: usize,
+    /// False after the cache overflowed or the muxer was rebuilt, until the next start point.
+    gop_valid: bool,
+}
+
+impl TsOutput {
+    fn new(tracks: Vec<Track>) -> Self {
+        let mut out = TsOutput {
+            viewers: Vec::new(),
+            waiting: Vec::new(),
+            tracks: Vec::new(),
+            muxer: None,
+            has_video: false,
+            gop: VecDeque::new(),
+            gop_bytes: 0,
+            gop_valid: false,
+        };
+        out.build(tracks);
+        out
+    }
+
+    fn viewer_count(&self) -> usize {
+        self.viewers.len() + self.waiting.len()
+    }
+
+    /// Makes a new muxer for `tracks` unless they are the ones it has. Continuity counters
+    /// start over and the cache waits for the next start point.
+    fn set_tracks(&mut self, tracks: Vec<Track>) {
+        if tracks != self.tracks {
+            self.build(tracks);
+        }
+    }
+
+    fn build(&mut self, tracks: Vec<Track>) {
+        self.muxer = if tracks.is_empty() {
+            None
+        } else {
+            match Muxer::new(tracks.clone()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    warn!("MPEG-TS viewers get no media: the tracks cannot be muxed: {e}");
+                    None
+                }
+            }
+        };
+        self.has_video = self.muxer.is_some() && tracks.iter().any(|t| t.kind == MediaKind::Video);
+        if !self.has_video {
+            // No video keyframe will come to start from.
+            self.viewers.append(&mut self.waiting);
+        }
+        self.tracks = tracks;
+        self.gop.clear();
+        self.gop_bytes = 0;
+        self.gop_valid = false;
+    }
+
+    /// Muxes `frame` and keeps it in the cache; `None` when it cannot go out as TS.
+    fn mux(&mut self, frame: &Frame, gop_limit: usize) -> Option<Rc<WireMessage>> {
+        let muxer = self.muxer.as_mut()?;
+        if !self.tracks.iter().any(|t| t.kind == frame.kind) {
+            return None;
+        }
+        // About two slices per packet: its headers, and a piece of payload.
+        let packets = frame.payload.len() / (PACKET_SIZE - 4) + 3;
+        let mut wire = ByteRope::with_capacity(2 * packets);
+        if let Err(e) = muxer.mux(frame, &mut wire) {
+            debug!("frame not sent to MPEG-TS viewers: {e}");
+            return None;
+        }
+        let msg = Rc::new(WireMessage {
+            wire,
+            kind: frame.kind,
+            keyframe: frame.keyframe,
+            ingest: Some(frame.ingest),
+            queued: Instant::now(),
+        });
+        let start = if self.has_video {
+            msg.kind == MediaKind::Video && msg.keyframe
+        } else {
+            starts_with_pat(&msg.wire)
+        };
+        if start {
+            self.gop.clear();
+            self.gop_bytes = 0;
+            self.gop_valid = true;
+        }
+        if self.gop_valid {
+            self.gop_bytes += msg.wire.len();
+            if self.gop_bytes > gop_limit {
+                self.gop.clear();
+                self.gop_bytes = 0;
+                self.gop_valid = false;
+            } else {
+                self.gop.push_back(msg.clone());
+            }
+        }
+        Some(msg)
+    }
+
+    /// Muxes a live frame and queues it for every TS viewer (see [`Outbox::push_frame`]).
+    fn send(&mut self, frame: &Frame, wake: bool, gop_limit: usize) {
+        let Some(msg) = self.mux(frame, gop_limit) else {
+            return;
+        };
+        if msg.kind == MediaKind::Video && msg.keyframe && !self.waiting.is_empty() {
+            self.viewers.append(&mut self.waiting);
+        }
+        // Audio held for the next video frame only when TS viewers get that video frame.
+        let wake = wake || !self.has_video;
+        for v in &self.viewers {
+            v.outbox.push_frame(&msg, self.has_video, false, wake);
+        }
     }
 }
 
@@ -481,6 +735,373 @@ const _: fn() = || {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use zerocast_codecs::ts::{packet::PacketHeader, DemuxEvent, Demuxer};
+    use zerocast_codecs::{FramePayload, TrackInfo};
+
+    use crate::outbox::OutItem;
+
+    const PMT_PID: u16 = 0x1000;
+    const FIRST_PID: u16 = 0x100;
+
+    /// The avcC libx264 writes for testsrc2 1280x720 at 30 fps (High, level 3.1).
+    const X264_720P_AVCC: &str =
+        "0164001fffe1001a6764001facd9405005bb0110000003001000000303c0f18319\
+        6001000668ebe3cb22c0fdf8f800";
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn h264_track() -> MediaItem {
+        MediaItem::Track(Track {
+            kind: MediaKind::Video,
+            codec: CodecId::H264,
+            config: Bytes::from(hex(X264_720P_AVCC)),
+            timescale: 1000,
+            info: TrackInfo::default(),
+        })
+    }
+
+    fn aac_track() -> MediaItem {
+        MediaItem::Track(Track {
+            kind: MediaKind::Audio,
+            codec: CodecId::Aac,
+            config: Bytes::from_static(&[0x11, 0x90]),
+            timescale: 1000,
+            info: TrackInfo::default(),
+        })
+    }
+
+    /// A video frame at `dts` ms whose NAL unit says when it was made (so frames differ), in
+    /// two slices like a frame cut out of two receive buffers.
+    fn video(dts: i64, key: bool) -> MediaItem {
+        let mut nal = vec![if key { 0x65 } else { 0x41 }];
+        nal.extend((0..700).map(|i| ((i + dts) % 200 + 1) as u8));
+        let mut rope = ByteRope::new();
+        rope.push(Bytes::copy_from_slice(&nal[..300]));
+        rope.push(Bytes::copy_from_slice(&nal[300..]));
+        MediaItem::Frame(Frame {
+            kind: MediaKind::Video,
+            dts,
+            pts: dts + 33,
+            keyframe: key,
+            ingest: Instant::now(),
+            payload: FramePayload::Nalus(vec![rope]),
+        })
+    }
+
+    fn audio(dts: i64) -> MediaItem {
+        let raw: Vec<u8> = (0..40).map(|i| (i + dts) as u8 | 1).collect();
+        MediaItem::Frame(Frame {
+            kind: MediaKind::Audio,
+            dts,
+            pts: dts,
+            keyframe: true,
+            ingest: Instant::now(),
+            payload: FramePayload::Raw(ByteRope::from(raw)),
+        })
+    }
+
+    fn viewer(format: ViewerFormat) -> Rc<Viewer> {
+        Rc::new(Viewer {
+            outbox: Outbox::new(8 << 20),
+            stream_id: SHARED_PLAY_STREAM_ID,
+            ended: LocalEvent::new(),
+            format,
+        })
+    }
+
+    /// What is queued for `v` now.
+    fn drain(v: &Viewer) -> Vec<OutItem> {
+        let (mut batch, mut slices) = (Vec::new(), Vec::new());
+        let next = v.outbox.next_batch(&mut batch, &mut slices, usize::MAX);
+        let _ = futures_lite::future::block_on(futures_lite::future::poll_once(next));
+        batch
+    }
+
+    fn msg(item: &OutItem) -> &Rc<WireMessage> {
+        match item {
+            OutItem::Media(m) | OutItem::Replay(m) => m,
+            OutItem::Control(_) => panic!("no control bytes expected"),
+        }
+    }
+
+    /// PIDs of the packets of a TS message.
+    fn pids(m: &WireMessage) -> Vec<u16> {
+        let bytes = m.wire.to_contiguous();
+        assert_eq!(bytes.len() % PACKET_SIZE, 0);
+        bytes
+            .chunks(PACKET_SIZE)
+            .map(|p| {
+                PacketHeader::decode([p[0], p[1], p[2], p[3]], 0)
+                    .unwrap()
+                    .pid
+            })
+            .collect()
+    }
+
+    type Flat = (MediaKind, i64, i64, bool, Vec<Vec<u8>>);
+
+    fn flat(f: &Frame) -> Flat {
+        let payload = match &f.payload {
+            FramePayload::Nalus(n) => n.iter().map(|r| r.to_contiguous().to_vec()).collect(),
+            FramePayload::Raw(r) => vec![r.to_contiguous().to_vec()],
+        };
+        (f.kind, f.dts, f.pts, f.keyframe, payload)
+    }
+
+    fn frames(items: &[MediaItem]) -> Vec<Flat> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                MediaItem::Frame(f) => Some(flat(f)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Demuxes what a TS viewer got: its tracks' codecs and its frames.
+    fn demux<'a>(items: impl IntoIterator<Item = &'a OutItem>) -> (Vec<CodecId>, Vec<Flat>) {
+        let mut bytes = Vec::new();
+        for i in items {
+            for p in i.wire().parts() {
+                bytes.extend_from_slice(p);
+            }
+        }
+        let mut d = Demuxer::default();
+        let mut events = Vec::new();
+        d.push(Bytes::from(bytes), Instant::now(), &mut events)
+            .unwrap();
+        d.flush(&mut events).unwrap();
+        let (mut codecs, mut out) = (Vec::new(), Vec::new());
+        for e in events {
+            match e {
+                DemuxEvent::Track(t) => codecs.push(t.codec),
+                DemuxEvent::Frame(f) => out.push(flat(&f)),
+            }
+        }
+        (codecs, out)
+    }
+
+    fn apply_all(m: &mut StreamMedia, items: &[MediaItem]) {
+        for i in items {
+            assert!(m.apply(i));
+        }
+    }
+
+    fn media() -> StreamMedia {
+        StreamMedia::new(4096, 1 << 20, Duration::ZERO)
+    }
+
+    #[test]
+    fn ts_viewer_starts_on_a_keyframe_with_pat_pmt_then_gets_live_frames() {
+        let mut m = media();
+        let rtmp = viewer(ViewerFormat::Rtmp);
+        m.add_viewer(rtmp.clone());
+        let gop = [video(1000, true), audio(1010), video(1033, false)];
+        apply_all(&mut m, &[h264_track(), aac_track(), video(967, false)]);
+        apply_all(&mut m, &gop);
+        let ts = viewer(ViewerFormat::Ts);
+        m.add_viewer(ts.clone());
+        let first = drain(&ts);
+        assert_eq!(first.len(), 3, "the GOP cache, muxed: {first:?}");
+        assert!(first.iter().all(|i| matches!(i, OutItem::Replay(_))));
+        let key = msg(&first[0]);
+        assert!(key.kind == MediaKind::Video && key.keyframe);
+        assert_eq!(&pids(key)[..3], [PAT_PID, PMT_PID, FIRST_PID]);
+
+        let live = [
+            video(1066, false),
+            MediaItem::Metadata {
+                timestamp: 1070,
+                body: ByteRope::from(Bytes::from_static(b"\x02\x00\x0aonMetaData")),
+            },
+            audio(1031),
+            MediaItem::Passthrough {
+                kind: MediaKind::Audio,
+                timestamp: 1040,
+                body: ByteRope::from(Bytes::from_static(b"\x22\x01")),
+                keyframe: false,
+            },
+            video(1099, false),
+        ];
+        apply_all(&mut m, &live);
+        let later = drain(&ts);
+        assert_eq!(
+            later.len(),
+            3,
+            "metadata and passthrough are not sent as TS"
+        );
+        assert!(later.iter().all(|i| matches!(i, OutItem::Media(_))));
+
+        let (codecs, got) = demux(first.iter().chain(&later));
+        assert_eq!(codecs, [CodecId::H264, CodecId::Aac]);
+        let sent: Vec<MediaItem> = gop.iter().chain(&live).cloned().collect();
+        let mut want = frames(&sent);
+        let mut got = got;
+        // The demuxer gives each elementary stream in order; compare per kind.
+        want.sort_by_key(|f| (f.0 == MediaKind::Audio, f.1));
+        got.sort_by_key(|f| (f.0 == MediaKind::Audio, f.1));
+        assert_eq!(got, want);
+
+        // RTMP viewers get what they always got, none of the TS messages.
+        let rtmp_items = drain(&rtmp);
+        assert_eq!(rtmp_items.len(), 2 + 1 + gop.len() + live.len());
+        assert_eq!(m.viewer_counts().rtmp, 1);
+        assert_eq!(m.viewer_counts().srt, 1);
+        assert_eq!(m.viewer_count(), 2);
+    }
+
+    #[test]
+    fn late_ts_viewer_gets_the_ts_gop_cache() {
+        let mut m = media();
+        // Added before the tracks are known, as on a mirror that has not had its snapshot.
+        let early = viewer(ViewerFormat::Ts);
+        m.add_viewer(early.clone());
+        let gop = [
+            h264_track(),
+            aac_track(),
+            video(0, true),
+            audio(5),
+            video(33, false),
+        ];
+        apply_all(&mut m, &gop);
+        let early_items = drain(&early);
+        assert_eq!(early_items.len(), 3);
+
+        let late = viewer(ViewerFormat::Ts);
+        m.add_viewer(late.clone());
+        let late_items = drain(&late);
+        assert_eq!(late_items.len(), 3);
+        for (a, b) in early_items.iter().zip(&late_items) {
+            assert!(Rc::ptr_eq(msg(a), msg(b)), "muxed once, shared");
+        }
+        assert!(matches!(late_items[0], OutItem::Replay(_)));
+
+        let live = [video(66, false), audio(26)];
+        apply_all(&mut m, &live);
+        let (e2, l2) = (drain(&early), drain(&late));
+        assert_eq!((e2.len(), l2.len()), (2, 2));
+        assert!(Rc::ptr_eq(msg(&e2[0]), msg(&l2[0])));
+
+        // The cache and the live messages come from one muxer: continuity counters run on,
+        // so every frame demuxes.
+        let (_, got) = demux(late_items.iter().chain(&l2));
+        assert_eq!(got.len(), 5);
+        let (_, got_early) = demux(early_items.iter().chain(&e2));
+        assert_eq!(got, got_early);
+
+        // A new keyframe starts a new cache.
+        apply_all(&mut m, &[video(99, true), audio(47)]);
+        let third = viewer(ViewerFormat::Ts);
+        m.add_viewer(third.clone());
+        let items = drain(&third);
+        assert_eq!(items.len(), 2);
+        assert!(msg(&items[0]).keyframe);
+        assert_eq!(pids(msg(&items[0]))[0], PAT_PID);
+    }
+
+    #[test]
+    fn ts_output_is_made_from_the_gop_cache_and_stops_with_its_last_viewer() {
+        let mut m = media();
+        let items = [
+            h264_track(),
+            aac_track(),
+            video(0, true),
+            audio(3),
+            video(33, false),
+        ];
+        apply_all(&mut m, &items);
+        assert!(m.ts.is_none(), "nothing is muxed without TS viewers");
+        let v = viewer(ViewerFormat::Ts);
+        m.add_viewer(v.clone());
+        let got = drain(&v);
+        assert_eq!(got.len(), 3);
+        assert_eq!(pids(msg(&got[0]))[0], PAT_PID);
+        let (codecs, f) = demux(&got);
+        assert_eq!(codecs, [CodecId::H264, CodecId::Aac]);
+        assert_eq!(f.len(), 3);
+        m.remove_viewer(&v);
+        assert!(m.ts.is_none(), "the TS output stops with its last viewer");
+        assert_eq!(m.viewer_counts().srt, 0);
+        // Removing twice, or removing a viewer never added, changes nothing.
+        m.remove_viewer(&v);
+        m.remove_viewer(&viewer(ViewerFormat::Ts));
+    }
+
+    #[test]
+    fn ts_viewer_without_a_cache_waits_for_a_keyframe() {
+        let mut m = media();
+        apply_all(&mut m, &[h264_track(), aac_track(), video(0, false)]);
+        let v = viewer(ViewerFormat::Ts);
+        m.add_viewer(v.clone());
+        assert_eq!(m.viewer_counts().srt, 1, "a waiting viewer counts");
+        apply_all(&mut m, &[audio(10), video(33, false)]);
+        assert!(drain(&v).is_empty());
+        apply_all(&mut m, &[video(66, true), audio(40)]);
+        let got = drain(&v);
+        assert_eq!(got.len(), 2);
+        assert!(msg(&got[0]).keyframe);
+        assert_eq!(pids(msg(&got[0]))[..2], [PAT_PID, PMT_PID]);
+        m.end();
+        assert!(v.ended.is_set());
+        assert_eq!(m.viewer_count(), 0);
+    }
+
+    #[test]
+    fn audio_only_ts_viewer_starts_at_pat_pmt() {
+        let mut m = media();
+        let v = viewer(ViewerFormat::Ts);
+        m.add_viewer(v.clone());
+        apply_all(&mut m, &[aac_track(), audio(0), audio(21), audio(42)]);
+        let got = drain(&v);
+        assert_eq!(got.len(), 3);
+        assert_eq!(pids(msg(&got[0]))[0], PAT_PID);
+        let late = viewer(ViewerFormat::Ts);
+        m.add_viewer(late.clone());
+        let cached = drain(&late);
+        assert!(!cached.is_empty());
+        assert_eq!(
+            pids(msg(&cached[0]))[0],
+            PAT_PID,
+            "the cache starts at PAT/PMT"
+        );
+        let (codecs, frames) = demux(&got);
+        assert_eq!(codecs, [CodecId::Aac]);
+        assert_eq!(frames.len(), 3);
+    }
+
+    #[test]
+    fn tracks_ts_cannot_carry_are_left_out() {
+        let mut m = media();
+        let v = viewer(ViewerFormat::Ts);
+        m.add_viewer(v.clone());
+        let av1 = MediaItem::Track(Track {
+            kind: MediaKind::Video,
+            codec: CodecId::Av1,
+            config: Bytes::from_static(&[0x81, 0, 0, 0]),
+            timescale: 1000,
+            info: TrackInfo::default(),
+        });
+        let av1_frame = MediaItem::Frame(Frame {
+            kind: MediaKind::Video,
+            dts: 0,
+            pts: 0,
+            keyframe: true,
+            ingest: Instant::now(),
+            payload: FramePayload::Raw(ByteRope::from(vec![0x12, 0, 0x0a])),
+        });
+        apply_all(&mut m, &[av1, aac_track(), av1_frame, audio(3)]);
+        let got = drain(&v);
+        assert_eq!(got.len(), 1, "audio only");
+        assert_eq!(msg(&got[0]).kind, MediaKind::Audio);
+        assert_eq!(demux(&got).0, [CodecId::Aac]);
+    }
 
     #[test]
     fn audio_waits_for_video_at_most_audio_coalesce() {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 pub mod browser;
 pub mod http;
 pub mod nginx;
+pub mod srt;
 
 /// Path of the server binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_zerocast");
@@ -41,6 +42,15 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// Panics (never skips) when `tool` is not on PATH.
 pub fn require_tool(tool: &str) {
+    let hint = match tool {
+        "srt-live-transmit" => "install Debian's srt-tools (./scripts/test does)",
+        _ => "run ./scripts/test (it installs Debian's ffmpeg) or `apt-get install ffmpeg`",
+    };
+    require_tool_hint(tool, hint);
+}
+
+/// Panics (never skips) with `hint` (how to install it) when `tool` is not on PATH.
+pub fn require_tool_hint(tool: &str, hint: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths).any(|dir| {
@@ -55,10 +65,7 @@ pub fn require_tool(tool: &str) {
             })
         })
         .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} not found: run ./scripts/test (it installs Debian's ffmpeg) or `apt-get install ffmpeg`"
-    );
+    assert!(found, "{tool} not found: {hint}");
 }
 
 /// ffmpeg and ffprobe, both required.
@@ -261,6 +268,22 @@ pub struct ServerOpts {
     pub hooks: Vec<String>,
     /// Extra `key = value` lines for `[metrics]`.
     pub metrics: Vec<String>,
+    /// `[srt]`: a UDP listener on a free port (`Server::srt_port`); `None` turns SRT off
+    /// (`listen = ""`: the server's default is 0.0.0.0:8890).
+    pub srt: Option<SrtOpts>,
+}
+
+/// The `[srt]` section of a test server: `listen` is a free UDP port on 127.0.0.1.
+#[derive(Clone, Debug, Default)]
+pub struct SrtOpts {
+    /// `latency`, a duration string such as `"120ms"`; `None` keeps the server's default.
+    pub latency: Option<String>,
+    /// `passphrase` (10 to 79 characters); `None`: no encryption.
+    pub passphrase: Option<String>,
+    /// `pbkeylen` (16, 24 or 32).
+    pub pbkeylen: Option<u32>,
+    /// Extra `key = value` lines.
+    pub extra: Vec<String>,
 }
 
 /// The API token every test server is configured with.
@@ -282,6 +305,7 @@ impl Default for ServerOpts {
             auth: Vec::new(),
             hooks: Vec::new(),
             metrics: Vec::new(),
+            srt: None,
         }
     }
 }
@@ -295,6 +319,8 @@ pub struct Server {
     pub tls_port: Option<u16>,
     /// Plain HTTP port (LL-HLS, /healthz).
     pub http_port: u16,
+    /// UDP port of the `[srt]` listener, when `ServerOpts::srt` asked for one.
+    pub srt_port: Option<u16>,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
     child: Option<Child>,
@@ -313,6 +339,7 @@ impl Server {
         let port = free_port();
         let tls_port = opts.tls.then(free_port);
         let http_port = free_port();
+        let srt_port = opts.srt.as_ref().map(|_| free_port());
         let data = dir.path().join("data");
         let mut toml = String::new();
         toml += &format!(
@@ -368,6 +395,26 @@ impl Server {
             toml += l;
             toml += "\n";
         }
+        // SRT listens on 0.0.0.0:8890 by default: test servers turn it off unless asked.
+        if srt_port.is_none() {
+            toml += "\n[srt]\nlisten = \"\"\n";
+        }
+        if let (Some(srt), Some(sp)) = (&opts.srt, srt_port) {
+            toml += &format!("\n[srt]\nlisten = \"127.0.0.1:{sp}\"\n");
+            if let Some(l) = &srt.latency {
+                toml += &format!("latency = {l:?}\n");
+            }
+            if let Some(p) = &srt.passphrase {
+                toml += &format!("passphrase = {p:?}\n");
+            }
+            if let Some(k) = srt.pbkeylen {
+                toml += &format!("pbkeylen = {k}\n");
+            }
+            for l in &srt.extra {
+                toml += l;
+                toml += "\n";
+            }
+        }
         toml += &format!("\n[log]\nlevel = {:?}\nformat = \"text\"\n", opts.log_level);
         let config = dir.path().join("zerocast.toml");
         std::fs::write(&config, toml).expect("write config");
@@ -379,6 +426,7 @@ impl Server {
             port,
             tls_port,
             http_port,
+            srt_port,
             child: None,
             exited: None,
             sent_term: false,
@@ -415,6 +463,10 @@ impl Server {
         while !ports
             .iter()
             .all(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+            || !stopped
+                .srt_port
+                .iter()
+                .all(|&p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
         {
             assert!(
                 Instant::now() < deadline,
@@ -463,6 +515,28 @@ impl Server {
                     self.log()
                 );
                 std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // SRT is UDP: ready once the listener answers an induction handshake.
+        if let Some(sp) = self.srt_port {
+            loop {
+                if let Some(st) = self.try_status() {
+                    panic!(
+                        "zerocast serve exited early with {st}\n--- config ---\n{}\n--- stderr ---\n{}\n--- stdout ---\n{}",
+                        read_lossy(&self.config),
+                        self.log(),
+                        self.stdout()
+                    );
+                }
+                if srt::induction_probe(sp, Duration::from_millis(200)).is_some() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "zerocast's SRT listener on udp 127.0.0.1:{sp} did not answer an induction \
+                     handshake within 10 s\n--- stderr ---\n{}",
+                    self.log()
+                );
             }
         }
     }

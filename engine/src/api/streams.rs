@@ -134,7 +134,21 @@ fn play_urls(cfg: &Config, conn: &ConnInfo, headers: &http::HeaderMap, name: &st
             .tls_listen
             .map(|a| format!("rtmps://{host}:{}/{app}/{name}", a.port())),
         hls,
+        srt_play: srt_url(cfg, &host, name, "request"),
     }
+}
+
+/// An SRT URL (caller mode) for `resource` (a key to publish, a name to play) in `mode`
+/// (`publish`, `request`), with the `streamid` of the SRT access control guidelines;
+/// `None` when SRT is off.
+fn srt_url(cfg: &Config, host: &str, resource: &str, mode: &str) -> Option<String> {
+    let app = crate::rtmp_conn::APP_NAME;
+    cfg.srt.listen.map(|a| {
+        format!(
+            "srt://{host}:{}?streamid=#!::r={app}/{resource},m={mode}",
+            a.port()
+        )
+    })
 }
 
 /// Where to publish (with `key`) and play `name`.
@@ -157,6 +171,8 @@ fn key_urls(
         rtmp_play: play.rtmp_play,
         rtmps_play: play.rtmps_play,
         hls: play.hls,
+        srt_publish: srt_url(cfg, &host, key, "publish"),
+        srt_play: play.srt_play,
     }
 }
 
@@ -265,8 +281,9 @@ async fn live_stats(
         bytes_in: info.stats.bytes,
         viewers: Viewers {
             rtmp: viewers.rtmp,
+            srt: viewers.srt,
             hls: viewers.hls,
-            total: viewers.rtmp + viewers.hls,
+            total: viewers.rtmp + viewers.srt + viewers.hls,
         },
         bytes_out: viewers.bytes_out,
         dropped_frames: viewers.dropped_frames,
@@ -913,6 +930,17 @@ mod tests {
             u.hls.as_deref(),
             Some("http://media.example:8080/hls/cam/index.m3u8")
         );
+        assert_eq!(
+            u.srt_publish.as_deref(),
+            Some("srt://media.example:8890?streamid=#!::r=live/KEY,m=publish")
+        );
+        assert_eq!(
+            u.srt_play.as_deref(),
+            Some("srt://media.example:8890?streamid=#!::r=live/cam,m=request")
+        );
+        cfg.srt.listen = None;
+        let u = key_urls(&cfg, &conn, &h, "cam", "KEY");
+        assert_eq!((u.srt_publish, u.srt_play), (None, None));
         cfg.rtmp.tls_listen = Some("0.0.0.0:1936".parse().unwrap());
         cfg.hls.enabled = false;
         let u = key_urls(&cfg, &conn, &http::HeaderMap::new(), "cam", "KEY");

@@ -117,6 +117,9 @@ pub struct PlayUrls {
     pub rtmps_play: Option<String>,
     /// LL-HLS multivariant playlist; null when LL-HLS is off or HTTP is not served.
     pub hls: Option<String>,
+    /// SRT play URL (caller mode, `streamid` `#!::r=live/NAME,m=request`); null when SRT is
+    /// off.
+    pub srt_play: Option<String>,
 }
 
 /// Where to publish and play a stream (the publish URLs carry the key; no `Debug`, so they
@@ -133,6 +136,12 @@ pub struct KeyUrls {
     pub rtmps_play: Option<String>,
     /// LL-HLS multivariant playlist; null when LL-HLS is off or HTTP is not served.
     pub hls: Option<String>,
+    /// SRT publish URL (caller mode, `streamid` `#!::r=live/KEY,m=publish`); null when SRT
+    /// is off.
+    pub srt_publish: Option<String>,
+    /// SRT play URL (caller mode, `streamid` `#!::r=live/NAME,m=request`); null when SRT is
+    /// off.
+    pub srt_play: Option<String>,
 }
 
 /// A stream.
@@ -237,6 +246,8 @@ pub struct TrackInfo {
 pub struct Viewers {
     /// RTMP(S) players.
     pub rtmp: u64,
+    /// SRT players.
+    pub srt: u64,
     /// LL-HLS clients that fetched something in the last 10 s.
     pub hls: u64,
     /// All of them.
@@ -250,7 +261,7 @@ pub struct LiveStats {
     pub started_at: i64,
     /// Time since then, ms.
     pub uptime_ms: u64,
-    /// Ingest protocol (`rtmp`, `rtmps`).
+    /// Ingest protocol (`rtmp`, `rtmps`, `srt`).
     pub protocol: String,
     /// Publisher's address.
     pub remote: String,
@@ -268,9 +279,9 @@ pub struct LiveStats {
     pub bytes_in: u64,
     /// Viewers now.
     pub viewers: Viewers,
-    /// Bytes sent to viewers (RTMP and LL-HLS).
+    /// Bytes sent to viewers (RTMP, SRT and LL-HLS).
     pub bytes_out: u64,
-    /// Frames skipped for slow RTMP players.
+    /// Frames skipped for slow RTMP and SRT players.
     pub dropped_frames: u64,
     /// Frames not forwarded to other shards because a shard channel was full.
     pub mesh_dropped_frames: u64,

@@ -59,7 +59,7 @@ pub enum Event {
     StreamLive {
         /// Stream name.
         stream: Arc<str>,
-        /// Ingest protocol (`rtmp`, `rtmps`).
+        /// Ingest protocol (`rtmp`, `rtmps`, `srt`).
         protocol: &'static str,
         /// Publisher's address.
         remote: SocketAddr,
@@ -143,7 +143,8 @@ pub enum Event {
         uptime_s: u64,
         /// Ingest counters.
         ingest: IngestStats,
-        /// RTMP viewers on the origin shard (other shards' viewers are in the stats API).
+        /// RTMP and SRT viewers on the origin shard (other shards' viewers are in the stats
+        /// API).
         viewers_local: u64,
         /// Unix ms.
         at_ms: u64,

@@ -186,7 +186,7 @@ pub fn notification_body(hook: Hook, event: &Event) -> Vec<u8> {
 pub struct PublishRequest<'a> {
     /// The stream's public name.
     pub stream: &'a str,
-    /// Ingest protocol (`rtmp`, `rtmps`).
+    /// Ingest protocol (`rtmp`, `rtmps`, `srt`).
     pub protocol: &'static str,
     /// The publisher's address.
     pub remote: SocketAddr,

@@ -21,15 +21,21 @@ pub enum Protocol {
     Http,
     /// HTTP/1.1 over TLS.
     Https,
+    /// SRT (UDP): publishers and players.
+    Srt,
 }
+
+/// Number of [`Protocol`]s: the length of the rows indexed by protocol.
+pub const PROTOCOLS: usize = Protocol::ALL.len();
 
 impl Protocol {
     /// Every protocol, in label order.
-    pub const ALL: [Protocol; 4] = [
+    pub const ALL: [Protocol; 5] = [
         Protocol::Rtmp,
         Protocol::Rtmps,
         Protocol::Http,
         Protocol::Https,
+        Protocol::Srt,
     ];
 
     /// The label value.
@@ -39,6 +45,7 @@ impl Protocol {
             Protocol::Rtmps => "rtmps",
             Protocol::Http => "http",
             Protocol::Https => "https",
+            Protocol::Srt => "srt",
         }
     }
 
@@ -132,7 +139,7 @@ impl ErrorKind {
 /// Why a request to publish, play or use the API was refused for its credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
-    /// An RTMP publish with a key that matches no stream.
+    /// A publish with a key that matches no stream.
     StreamKey,
     /// The `on_publish` hook refused (or could not be asked and `hooks` says refuse).
     Hook,
@@ -171,11 +178,16 @@ pub enum Egress {
     Rtmps,
     /// LL-HLS responses (playlists, init segments, parts, segments).
     Hls,
+    /// SRT players (MPEG-TS bytes handed to SRT, before SRT's own headers).
+    Srt,
 }
+
+/// Number of [`Egress`] outputs: the length of the row indexed by output.
+pub const EGRESSES: usize = Egress::ALL.len();
 
 impl Egress {
     /// Every output, in label order.
-    pub const ALL: [Egress; 3] = [Egress::Rtmp, Egress::Rtmps, Egress::Hls];
+    pub const ALL: [Egress; 4] = [Egress::Rtmp, Egress::Rtmps, Egress::Hls, Egress::Srt];
 
     /// The label value.
     pub fn label(self) -> &'static str {
@@ -183,6 +195,7 @@ impl Egress {
             Egress::Rtmp => "rtmp",
             Egress::Rtmps => "rtmps",
             Egress::Hls => "hls",
+            Egress::Srt => "srt",
         }
     }
 
@@ -255,28 +268,28 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// Media kinds counted at ingest, in label order.
 pub const FRAME_KINDS: [&str; 2] = ["video", "audio"];
 
-/// Protocols that ingest today (publishers), in label order.
-pub const INGEST_PROTOCOLS: [Protocol; 2] = [Protocol::Rtmp, Protocol::Rtmps];
+/// Protocols that ingest (publishers), in label order.
+pub const INGEST_PROTOCOLS: [Protocol; 3] = [Protocol::Rtmp, Protocol::Rtmps, Protocol::Srt];
 
 /// Protocols whose players are counted by connection (LL-HLS clients are counted from the
 /// HLS windows instead).
-pub const PLAYER_PROTOCOLS: [Protocol; 2] = [Protocol::Rtmp, Protocol::Rtmps];
+pub const PLAYER_PROTOCOLS: [Protocol; 3] = [Protocol::Rtmp, Protocol::Rtmps, Protocol::Srt];
 
 type Row<const N: usize> = [Cell<u64>; N];
 
 /// One shard's counters. Shared (`Rc`) by the shard and its connections' outboxes.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
-    connections_open: Row<4>,
-    connections_accepted: Row<4>,
+    connections_open: Row<PROTOCOLS>,
+    connections_accepted: Row<PROTOCOLS>,
     connections_refused: Row<2>,
-    players: Row<4>,
-    ingest_bytes: Row<4>,
-    ingest_frames: [Row<2>; 4],
-    egress_bytes: Row<3>,
+    players: Row<PROTOCOLS>,
+    ingest_bytes: Row<PROTOCOLS>,
+    ingest_frames: [Row<2>; PROTOCOLS],
+    egress_bytes: Row<EGRESSES>,
     dropped_frames: Cell<u64>,
-    errors: [Row<5>; 4],
-    handshake_failures: Row<4>,
+    errors: [Row<5>; PROTOCOLS],
+    handshake_failures: Row<PROTOCOLS>,
     auth_failures: Row<4>,
     http_requests: [Row<5>; 6],
 }
@@ -349,7 +362,8 @@ impl ShardMetrics {
         add(&self.errors[protocol.index()][kind as usize], 1);
     }
 
-    /// A handshake failed or timed out (RTMP C0–C2 and `connect`, TLS, an HTTP request head).
+    /// A handshake failed or timed out (RTMP C0–C2 and `connect`, TLS, an HTTP request head,
+    /// an SRT handshake).
     pub fn handshake_failed(&self, protocol: Protocol) {
         add(&self.handshake_failures[protocol.index()], 1);
     }
@@ -414,25 +428,25 @@ impl Drop for PlayerGauge {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CounterValues {
     /// Open connections, by [`Protocol`].
-    pub connections_open: [u64; 4],
+    pub connections_open: [u64; PROTOCOLS],
     /// Accepted connections, by [`Protocol`].
-    pub connections_accepted: [u64; 4],
+    pub connections_accepted: [u64; PROTOCOLS],
     /// Refused connections, by [`Refused`].
     pub connections_refused: [u64; 2],
     /// Players now, by [`Protocol`].
-    pub players: [u64; 4],
+    pub players: [u64; PROTOCOLS],
     /// Ingested payload bytes, by [`Protocol`].
-    pub ingest_bytes: [u64; 4],
+    pub ingest_bytes: [u64; PROTOCOLS],
     /// Ingested frames, by [`Protocol`] and [`FRAME_KINDS`].
-    pub ingest_frames: [[u64; 2]; 4],
+    pub ingest_frames: [[u64; 2]; PROTOCOLS],
     /// Bytes sent, by [`Egress`].
-    pub egress_bytes: [u64; 3],
+    pub egress_bytes: [u64; EGRESSES],
     /// Frames dropped for slow viewers.
     pub dropped_frames: u64,
     /// Connection errors, by [`Protocol`] and [`ErrorKind`].
-    pub errors: [[u64; 5]; 4],
+    pub errors: [[u64; 5]; PROTOCOLS],
     /// Handshake failures, by [`Protocol`].
-    pub handshake_failures: [u64; 4],
+    pub handshake_failures: [u64; PROTOCOLS],
     /// Authentication failures, by [`AuthFailure`].
     pub auth_failures: [u64; 4],
     /// HTTP requests, by [`Route`] and [`STATUS_CLASSES`].
@@ -479,34 +493,44 @@ mod tests {
         let c1 = m.connection_opened(Protocol::Rtmp);
         let c2 = m.connection_opened(Protocol::Https);
         let p = m.player_joined(Protocol::Rtmps);
+        let srt = m.player_joined(Protocol::Srt);
+        m.ingested(Protocol::Srt, MediaKind::Video, 7);
+        m.sent(Egress::Srt, 188);
         m.ingested(Protocol::Rtmp, MediaKind::Video, 1000);
         m.ingested(Protocol::Rtmp, MediaKind::Audio, 10);
         m.http_request(Route::Hls, 200);
         m.http_request(Route::Hls, 404);
         m.http_request(Route::Other, 999);
         let v = m.read();
-        assert_eq!(v.connections_open, [1, 0, 0, 1]);
-        assert_eq!(v.players, [0, 1, 0, 0]);
+        assert_eq!(v.connections_open, [1, 0, 0, 1, 0]);
+        assert_eq!(v.players, [0, 1, 0, 0, 1]);
+        assert_eq!(v.ingest_bytes[Protocol::Srt as usize], 7);
+        assert_eq!(v.egress_bytes, [0, 0, 0, 188]);
         assert_eq!(v.ingest_bytes[0], 1010);
         assert_eq!(v.ingest_frames[0], [1, 1]);
         assert_eq!(v.http_requests[Route::Hls as usize], [0, 1, 0, 1, 0]);
         assert_eq!(v.http_requests[Route::Other as usize], [0, 0, 0, 0, 1]);
-        drop((c1, c2, p));
+        drop((c1, c2, p, srt));
         let after = m.read();
-        assert_eq!(after.connections_open, [0; 4]);
-        assert_eq!(after.players, [0; 4]);
-        assert_eq!(after.connections_accepted, [1, 0, 0, 1]);
+        assert_eq!(after.connections_open, [0; PROTOCOLS]);
+        assert_eq!(after.players, [0; PROTOCOLS]);
+        assert_eq!(after.connections_accepted, [1, 0, 0, 1, 0]);
         let mut sum = v.clone();
         sum.add(&after);
         assert_eq!(sum.ingest_bytes[0], 2020);
-        assert_eq!(sum.connections_open, [1, 0, 0, 1]);
+        assert_eq!(sum.connections_open, [1, 0, 0, 1, 0]);
     }
 
     #[test]
     fn labels_round_trip() {
         for p in Protocol::ALL {
             assert_eq!(Protocol::from_label(p.label()), Some(p));
+            assert_eq!(Protocol::ALL[p as usize], p, "ALL is in index order");
         }
+        for e in Egress::ALL {
+            assert_eq!(Egress::ALL[e as usize], e, "ALL is in index order");
+        }
+        assert_eq!(Protocol::from_label("srt"), Some(Protocol::Srt));
         assert_eq!(Route::of(&["api", "v1", "events"]), Route::Events);
         assert_eq!(Route::of(&["api", "v1", "streams"]), Route::Api);
         assert_eq!(Route::of(&["hls", "a", "b"]), Route::Hls);

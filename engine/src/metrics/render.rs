@@ -13,7 +13,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::counters::{
     AuthFailure, Egress, ErrorKind, Protocol, Refused, Route, FRAME_KINDS, INGEST_PROTOCOLS,
-    PLAYER_PROTOCOLS, STATUS_CLASSES,
+    PLAYER_PROTOCOLS, PROTOCOLS, STATUS_CLASSES,
 };
 use super::snapshot::{Buckets, ShardMetricsSnapshot, BOUNDS_US};
 
@@ -102,7 +102,7 @@ fn histograms(
     Ok(())
 }
 
-fn by_protocol(values: &[u64; 4], protocols: &[Protocol]) -> Vec<(Labels<'static>, u64)> {
+fn by_protocol(values: &[u64; PROTOCOLS], protocols: &[Protocol]) -> Vec<(Labels<'static>, u64)> {
     protocols
         .iter()
         .map(|&p| (vec![("protocol", p.label())], values[p as usize]))
@@ -158,7 +158,7 @@ impl Collector for Exposition {
         gauges(
             &mut enc,
             "zerocast_viewers",
-            "Viewers now: RTMP(S) players, and LL-HLS clients that fetched within the last 10 s",
+            "Viewers now: RTMP(S) and SRT players, and LL-HLS clients that fetched within the last 10 s",
             &viewers,
         )?;
         counters(
@@ -189,7 +189,7 @@ impl Collector for Exposition {
         counters(
             &mut enc,
             "zerocast_egress",
-            "Bytes sent: to the sockets of RTMP(S) connections (players, and small replies to publishers), and LL-HLS response bodies",
+            "Bytes sent: to the sockets of RTMP(S) connections (players, and small replies to publishers), MPEG-TS to SRT players, and LL-HLS response bodies",
             Some(&Unit::Bytes),
             &Egress::ALL
                 .iter()
@@ -224,7 +224,7 @@ impl Collector for Exposition {
         counters(
             &mut enc,
             "zerocast_handshake_failures",
-            "Failed or timed-out handshakes: RTMP handshake and connect, TLS, HTTP request heads",
+            "Failed or timed-out handshakes: RTMP handshake and connect, TLS, HTTP request heads, SRT handshakes",
             None,
             &by_protocol(&c.handshake_failures, &Protocol::ALL),
         )?;

@@ -64,7 +64,7 @@ pub struct ShardMetricsSnapshot {
     /// Streams published here (origins).
     pub live_streams: u64,
     /// Publishers, by [`Protocol`](super::Protocol) index.
-    pub publishers: [u64; 4],
+    pub publishers: [u64; super::counters::PROTOCOLS],
     /// LL-HLS clients that fetched something within
     /// [`HLS_ACTIVE_WINDOW`](crate::control::HLS_ACTIVE_WINDOW), over all streams.
     pub hls_clients: u64,

@@ -3,17 +3,21 @@
 //! The engine runs one glommio `LocalExecutor` per core. Nothing outside this module names
 //! glommio for I/O, so the executor can be swapped for another io_uring runtime by rewriting
 //! this module only. The one system call glommio does not offer, a vectored non-blocking
-//! send, lives in [`tcp`] with the engine's only `unsafe` block.
+//! send, lives in [`tcp`]; [`tcp`] and [`udp`] hold the engine's only `unsafe` blocks (taking
+//! ownership of sockets configured with socket2).
 
 pub mod event;
 #[allow(unsafe_code)]
 pub mod tcp;
+#[allow(unsafe_code)]
+pub mod udp;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use event::LocalEvent;
 pub use tcp::{TcpConn, TcpListener};
+pub use udp::UdpSocket;
 
 /// Spawns a task on the current shard and lets it run on its own.
 pub fn spawn<F>(fut: F)
