@@ -313,15 +313,25 @@ fn encrypted_aes256_publish_and_read_with_srt_live_transmit() {
     encrypted_round_trip(32);
 }
 
-/// srt-live-transmit must be refused (not time out): it exits well before its own timer, says
-/// REJECT, and received nothing.
+/// srt-live-transmit must be refused (not time out): within 10 s it reports the server's
+/// REJECT, and it received nothing. Its exit is not the verdict: srt-live-transmit 1.5.1
+/// sometimes stays after a rejection (seen against libsrt's own listener too, about 2 runs in
+/// 100 on a busy machine), so it is killed here.
 fn assert_refused(p: &mut Slt, what: &str) -> String {
-    let st = p.proc.wait_for(10 * SECS);
+    let deadline = Instant::now() + 10 * SECS;
+    while !p.proc.stderr().contains("REJECT") && p.proc.try_status().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: srt-live-transmit neither rejected nor ended within 10 s\n{}",
+            p.proc.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Had it been let in, media would flow within this second.
+    std::thread::sleep(SECS);
+    let st = p.proc.try_status();
+    p.proc.kill9();
     let err = p.proc.stderr();
-    assert!(
-        st.is_some(),
-        "{what}: srt-live-transmit still connected/running after 10 s\n{err}"
-    );
     assert!(
         err.contains("REJECT"),
         "{what}: srt-live-transmit was not rejected by the server (exit {st:?}):\n{err}"

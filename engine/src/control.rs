@@ -121,6 +121,33 @@ pub struct IngestInfo {
     pub stats: IngestStats,
     /// Frames not forwarded to other shards because a mesh channel was full.
     pub mirror_drops: u64,
+    /// The publisher's SRT link, when it publishes over SRT.
+    pub srt_link: Option<SrtLinkStats>,
+}
+
+/// The health of an SRT publisher's link, from its session's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SrtLinkStats {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: u32,
+    /// Negotiated TSBPD latency, milliseconds.
+    pub latency_ms: u32,
+    /// Receive rate over the last second, bits/s.
+    pub recv_rate_bps: u64,
+    /// Data packets received (duplicates included).
+    pub packets_received: u64,
+    /// Packets found missing (sequence gaps).
+    pub lost: u64,
+    /// Missing packets that arrived later (retransmitted or reordered).
+    pub recovered: u64,
+    /// Retransmitted packets received.
+    pub retransmitted: u64,
+    /// Missing packets given up because their delivery time passed.
+    pub dropped_too_late: u64,
+    /// Packets received twice.
+    pub duplicates: u64,
+    /// Packets held by the receiver now.
+    pub buffered_packets: u64,
 }
 
 /// One shard's viewers of one stream.

@@ -196,6 +196,8 @@ pub struct Origin {
     pub stop_reason: RefCell<Option<String>>,
     /// The recording, when this stream records.
     pub recording: Option<RecordingSink>,
+    /// The publisher's SRT link, when it publishes over SRT (refreshed by its session).
+    pub srt_link: Option<crate::control::SrtLinkStats>,
 }
 
 /// This shard's copy of a stream published on another shard.
@@ -449,6 +451,7 @@ impl Shard {
             rate: RateMeter::new(now),
             stop_reason: RefCell::new(None),
             recording: None,
+            srt_link: None,
         }));
         if let Some(old) = self
             .origins
@@ -704,6 +707,7 @@ impl Shard {
                         tracks: o.media.tracks().map(TrackSummary::of).collect(),
                         stats: Self::ingest_stats(&o),
                         mirror_drops: o.mirror_drops,
+                        srt_link: o.srt_link,
                     })
                 }))
             }

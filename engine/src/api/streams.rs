@@ -288,6 +288,7 @@ async fn live_stats(
         bytes_out: viewers.bytes_out,
         dropped_frames: viewers.dropped_frames,
         mesh_dropped_frames: info.mirror_drops,
+        srt: info.srt_link,
     }))
 }
 

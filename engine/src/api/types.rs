@@ -285,6 +285,8 @@ pub struct LiveStats {
     pub dropped_frames: u64,
     /// Frames not forwarded to other shards because a shard channel was full.
     pub mesh_dropped_frames: u64,
+    /// The publisher's SRT link (RTT, losses, retransmissions), when it publishes over SRT.
+    pub srt: Option<crate::control::SrtLinkStats>,
 }
 
 /// One publish of a stream.

@@ -27,6 +27,9 @@ use crate::rt::{self, tcp::MAX_IOVECS, LocalEvent};
 use crate::shard::{Shard, Subscription};
 use crate::stream::{MediaItem, Viewer, ViewerFormat};
 
+/// How often a publisher's link statistics are copied to its origin.
+const STATS_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Seven 188-byte TS packets: the payload every SRT implementation sends and expects.
 const TS_PAYLOAD: usize = 1316;
 
@@ -135,6 +138,22 @@ impl Driver {
     }
 }
 
+fn link_stats(conn: &Connection) -> crate::control::SrtLinkStats {
+    let s = conn.stats();
+    crate::control::SrtLinkStats {
+        rtt_us: s.rtt_us,
+        latency_ms: conn.recv_latency().as_millis().min(u128::from(u32::MAX)) as u32,
+        recv_rate_bps: s.recv_rate_bps,
+        packets_received: s.packets_received,
+        lost: s.lost,
+        recovered: s.recovered,
+        retransmitted: s.retransmitted_received,
+        dropped_too_late: s.dropped_too_late,
+        duplicates: s.duplicates,
+        buffered_packets: s.recv_buffer_packets,
+    }
+}
+
 fn close_reason(r: &CloseReason) -> String {
     match r {
         CloseReason::PeerShutdown => "publisher disconnected".into(),
@@ -170,8 +189,14 @@ pub(super) async fn run_publisher(
     let mut demux = Demuxer::new(DemuxConfig::default());
     let mut media = Vec::new();
     let mut events = Vec::new();
+    let mut stats_at = rt::now();
     let reason = 'session: loop {
         d.drain(&mut events).await;
+        if rt::now() >= stats_at {
+            // For the API's live view; a quarter second is fresh enough.
+            stats_at = rt::now() + STATS_PERIOD;
+            origin.borrow_mut().srt_link = Some(link_stats(&d.conn));
+        }
         for ev in events.drain(..) {
             match ev {
                 SrtEvent::Data(payload) => {

@@ -89,6 +89,106 @@ fn inspect(hs: &Handshake) {
     }
 }
 
+/// A connected pair (caller publishing to a listener) fed a script of hostile inputs: each
+/// step is `[op][len][bytes]`, where `op` picks the target session and whether to advance
+/// virtual time, send data, or deliver `bytes` as a datagram (raw, or spliced into a valid
+/// header for the session so it reaches the control and data paths). Nothing may panic, and
+/// the session's buffers stay within the flow window.
+pub fn fuzz_session(data: &[u8]) {
+    use std::time::{Duration, Instant};
+
+    use zerocast_codecs::ByteRope;
+
+    use crate::connection::{Input, Output};
+    use crate::entropy::Entropy;
+    use crate::handshake::{CallerOutput, Listener, ListenerOutput};
+    use crate::{Caller, SessionConfig};
+
+    let cfg = SessionConfig::default();
+    let t0 = Instant::now();
+    let listener_addr: std::net::SocketAddr = ([127, 0, 0, 1], 8890).into();
+    let caller_addr: std::net::SocketAddr = ([127, 0, 0, 1], 40000).into();
+    let listener = Listener::new(&cfg, [3; 32], t0);
+    let mut caller = Caller::new(
+        cfg.clone(),
+        t0,
+        listener_addr,
+        Some("#!::r=live/fuzz,m=publish".into()),
+        Duration::from_secs(3),
+        Entropy::new([4; 32]),
+    );
+    // A loss-free handshake: induction, conclusion, accept.
+    let (mut tx, mut rx) = (None, None);
+    for _ in 0..8 {
+        match caller.poll_output() {
+            CallerOutput::Transmit(b) => match listener.handle(t0, caller_addr, b) {
+                ListenerOutput::Reply(r) => caller.handle_input(Input::Receive(t0, r)),
+                ListenerOutput::Connect(req) => {
+                    match req.accept(&cfg, 0x5eed, t0, Entropy::new([5; 32])) {
+                        Ok(a) => {
+                            caller.handle_input(Input::Receive(t0, a.response));
+                            rx = Some(a.connection);
+                        }
+                        Err(_) => return,
+                    }
+                }
+                ListenerOutput::Drop(_) => return,
+            },
+            CallerOutput::Connected(c) => {
+                tx = Some(c);
+                break;
+            }
+            CallerOutput::Timeout(_) | CallerOutput::Failed(_) => return,
+        }
+    }
+    let (Some(mut tx), Some(mut rx)) = (tx, rx) else {
+        panic!("the in-memory handshake must connect");
+    };
+    let mut now = t0;
+    let mut rest = data;
+    while rest.len() >= 3 {
+        let op = rest[0];
+        let len = (usize::from(u16::from_be_bytes([rest[1], rest[2]])) % 1500).min(rest.len() - 3);
+        let body = &rest[3..3 + len];
+        rest = &rest[3 + len..];
+        let (target, peer_socket) = if op & 1 == 0 {
+            (&mut rx, 0x5eed_u32)
+        } else {
+            let id = tx.local_socket();
+            (&mut tx, id)
+        };
+        match (op >> 1) % 4 {
+            0 => target.handle_input(Input::Receive(now, Bytes::copy_from_slice(body))),
+            1 => {
+                // A valid header for this session, then the fuzzer's bytes.
+                let mut d = Vec::with_capacity(16 + body.len());
+                d.extend_from_slice(body.get(..8).unwrap_or(&[0x80, 0x02, 0, 0, 0, 0, 0, 1]));
+                d.extend_from_slice(&0u32.to_be_bytes());
+                d.extend_from_slice(&peer_socket.to_be_bytes());
+                d.extend_from_slice(body.get(8..).unwrap_or_default());
+                target.handle_input(Input::Receive(now, Bytes::from(d)));
+            }
+            2 => {
+                now += Duration::from_micros(u64::from(op) * 997 + len as u64 * 131);
+                target.handle_input(Input::Timeout(now));
+            }
+            _ => {
+                let _ = tx.send(now, ByteRope::from(body.to_vec()));
+            }
+        }
+        for conn in [&mut tx, &mut rx] {
+            for _ in 0..100_000 {
+                if let Output::Timeout(_) = conn.poll_output() {
+                    break;
+                }
+            }
+            let s = conn.stats();
+            assert!(s.recv_buffer_packets <= u64::from(cfg.flow_window));
+            assert!(s.send_buffer_packets <= u64::from(cfg.flow_window));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -126,6 +226,11 @@ mod tests {
     #[test]
     fn srt_handshake_seeds() {
         assert!(replay("srt_handshake", fuzz_handshake) > 0);
+    }
+
+    #[test]
+    fn srt_session_seeds() {
+        assert!(replay("srt_session", fuzz_session) > 0);
     }
 
     #[test]
