@@ -49,6 +49,7 @@ pub fn snapshot<'a>(
     }
     let stats = shard.stats.borrow();
     s.rtmp_egress_latency = Buckets::of(&stats.rtmp_egress_latency_us);
+    s.srt_egress_latency = Buckets::of(&stats.srt_egress_latency_us);
     s.rtmp_queue_wait = Buckets::of(&stats.rtmp_queue_wait_us);
     s.hls_part_latency = Buckets::of(&stats.hls_part_latency_us);
     s

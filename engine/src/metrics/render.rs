@@ -265,8 +265,11 @@ impl Collector for Exposition {
         histograms(
             &mut enc,
             "zerocast_ingest_to_egress",
-            "Video frames from entering the engine to being handed to a player's socket, by output protocol (rtmp: RTMP and RTMPS players)",
-            &[(vec![("protocol", "rtmp")], &s.rtmp_egress_latency)],
+            "Video frames from entering the engine to being handed to a player's socket (srt: to the player's SRT session), by output protocol (rtmp: RTMP and RTMPS players)",
+            &[
+                (vec![("protocol", "rtmp")], &s.rtmp_egress_latency),
+                (vec![("protocol", "srt")], &s.srt_egress_latency),
+            ],
         )?;
         histograms(
             &mut enc,

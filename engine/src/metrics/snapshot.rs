@@ -70,6 +70,8 @@ pub struct ShardMetricsSnapshot {
     pub hls_clients: u64,
     /// Ingest-to-egress latency of RTMP(S) video frames.
     pub rtmp_egress_latency: Buckets,
+    /// Ingest-to-egress latency of video frames sent to SRT players.
+    pub srt_egress_latency: Buckets,
     /// Time RTMP(S) video frames waited in a player's outbox.
     pub rtmp_queue_wait: Buckets,
     /// Ingest-to-part latency of LL-HLS.
@@ -86,6 +88,7 @@ impl ShardMetricsSnapshot {
         }
         self.hls_clients += o.hls_clients;
         self.rtmp_egress_latency.add(&o.rtmp_egress_latency);
+        self.srt_egress_latency.add(&o.srt_egress_latency);
         self.rtmp_queue_wait.add(&o.rtmp_queue_wait);
         self.hls_part_latency.add(&o.hls_part_latency);
     }
