@@ -6,9 +6,10 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -213,41 +214,19 @@ pub fn ffmpeg_read_srt(name: &str, dir: &Path, url: &str, secs: f64, out: &Path)
     Proc::spawn(name, dir, cmd)
 }
 
-/// `ffmpeg -re -stream_loop -1 -i CLIP [-t SECS] -c copy -f mpegts udp://127.0.0.1:PORT?pkt_size=1316`:
-/// the MPEG-TS feed of an srt-live-transmit publisher.
-pub fn ffmpeg_udp_feed(name: &str, dir: &Path, clip: &Path, port: u16, secs: Option<u32>) -> Proc {
-    require_ffmpeg();
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "info",
-        "-re",
-        "-stream_loop",
-        "-1",
-        "-i",
-    ])
-    .arg(clip);
-    if let Some(secs) = secs {
-        cmd.args(["-t", &secs.to_string()]);
-    }
-    cmd.args(["-c", "copy", "-f", "mpegts"])
-        .arg(format!("udp://127.0.0.1:{port}?pkt_size=1316"));
-    Proc::spawn(name, dir, cmd)
-}
-
 /// A running srt-live-transmit. With `file://con` as output, what it received is its stdout
 /// file (`proc.stdout_path`); its statistics (full counters, JSON) go to `stats_path`.
 pub struct Slt {
     pub proc: Proc,
     pub stats_path: PathBuf,
+    /// For [`Slt::spawn_fed`]: dropping it lets the pump thread close srt-live-transmit's stdin.
+    hold_input: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl Slt {
     /// `srt-live-transmit -a:no -t:EXIT_AFTER -s:100 -f -pf:json -statsout:… INPUT OUTPUT`: no
-    /// auto-reconnect (a refused connection ends it), and it exits by itself after
-    /// `exit_after` seconds at the latest.
+    /// auto-reconnect (a refused connection usually ends it; 1.5.1 sometimes stays after a
+    /// REJECT), and it exits by itself after `exit_after` seconds at the latest.
     pub fn spawn(name: &str, dir: &Path, input: &str, output: &str, exit_after: u32) -> Slt {
         require_srt_tools();
         let stats_path = dir.join(format!("{name}.stats.json"));
@@ -260,7 +239,139 @@ impl Slt {
         Slt {
             proc: Proc::spawn(name, dir, cmd),
             stats_path,
+            hold_input: None,
         }
+    }
+
+    /// An srt-live-transmit publisher fed through pipes (`file://con` input, 1316-byte reads:
+    /// 7 TS packets per SRT packet) by `ffmpeg -re -stream_loop -1 -i CLIP [-t SECS] -c copy
+    /// -f mpegts -`. Pipes lose nothing, where a UDP feed on a busy machine can overflow the
+    /// socket buffer. A pump thread copies ffmpeg's stdout to srt-live-transmit's stdin (and to
+    /// the feed's `stdout_path`, so a test knows exactly what went in) once its SRT target is
+    /// connected (≤ 15 s); after ffmpeg ends it sends MPEG-TS null packets and keeps the input
+    /// open, until the [`Slt`] is interrupted or dropped: srt-live-transmit
+    /// would close its SRT socket at end of input, before the last retransmissions. Returns the
+    /// publisher and the feed.
+    pub fn spawn_fed(
+        name: &str,
+        dir: &Path,
+        clip: &Path,
+        secs: Option<u32>,
+        output: &str,
+        exit_after: u32,
+    ) -> (Slt, Proc) {
+        require_srt_tools();
+        require_ffmpeg();
+        let feed_name = format!("{name}-feed");
+        let feed_err = dir.join(format!("{feed_name}.err"));
+        let mut ff = Command::new("ffmpeg");
+        ff.args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "info",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(clip);
+        if let Some(secs) = secs {
+            ff.args(["-t", &secs.to_string()]);
+        }
+        ff.args(["-c", "copy", "-f", "mpegts", "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&feed_err).expect("create feed stderr file"));
+        let mut child = ff
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {feed_name} ({ff:?}): {e}"));
+        let mut pipe = child.stdout.take().expect("ffmpeg stdout pipe");
+        // The pump writes what it fed srt-live-transmit here, byte for byte.
+        let feed_out = dir.join(format!("{feed_name}.out"));
+        let mut fed = std::fs::File::create(&feed_out).expect("create feed stdout file");
+        let feed = Proc {
+            name: feed_name,
+            child,
+            stderr_path: feed_err,
+            stdout_path: feed_out,
+            started: Instant::now(),
+            status: None,
+        };
+
+        let stats_path = dir.join(format!("{name}.stats.json"));
+        let stdout_path = dir.join(format!("{name}.out"));
+        let stderr_path = dir.join(format!("{name}.err"));
+        let mut cmd = Command::new(SLT);
+        cmd.arg("-a:no")
+            .arg(format!("-t:{exit_after}"))
+            .args(["-c:1316", "-s:100", "-f", "-pf:json"])
+            .arg(format!("-statsout:{}", stats_path.display()))
+            .args(["file://con", output])
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&stdout_path).expect("create stdout file"))
+            .stderr(std::fs::File::create(&stderr_path).expect("create stderr file"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} ({cmd:?}): {e}"));
+        let mut input = child.stdin.take().expect("srt-live-transmit stdin pipe");
+        let (hold, released) = std::sync::mpsc::channel::<()>();
+        let log = stderr_path.clone();
+        std::thread::Builder::new()
+            .name("srt-feed-pump".into())
+            .spawn(move || {
+                // srt-live-transmit drops what it reads before its SRT target is connected:
+                // start the media then (ffmpeg waits on the full pipe meanwhile).
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !super::read_lossy(&log).contains("SRT target connected")
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // Ends when ffmpeg's output ends or srt-live-transmit's input is gone.
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match pipe.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if input.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    let _ = fed.write_all(&buf[..n]);
+                }
+                // srt-live-transmit reads its input through a buffer and sends a chunk only
+                // when more input comes: push the last media through with MPEG-TS null packets
+                // (not recorded as fed; demuxers skip them).
+                let _ = input.write_all(&ts_null_packets(NULL_PADDING_PACKETS));
+                // Holds the input open until the Slt lets go (its sender drops).
+                let _ = released.recv();
+                drop(input);
+            })
+            .expect("spawn the feed pump");
+        let proc = Proc {
+            name: name.to_owned(),
+            child,
+            stderr_path,
+            stdout_path,
+            started: Instant::now(),
+            status: None,
+        };
+        let slt = Slt {
+            proc,
+            stats_path,
+            hold_input: Some(hold),
+        };
+        (slt, feed)
+    }
+
+    /// Whether `got` is `fed` followed only by MPEG-TS null packets (the padding of
+    /// [`Slt::spawn_fed`]): what a receiver wrote, compared with what went in.
+    pub fn is_fed_then_padding(fed: &[u8], got: &[u8]) -> bool {
+        got.starts_with(fed)
+            && got[fed.len()..]
+                .chunks(188)
+                .all(|p| p.len() < 188 || p[..4] == [0x47, 0x1F, 0xFF, 0x10])
     }
 
     /// What it wrote to stdout (the media, for a `file://con` output).
@@ -271,6 +382,7 @@ impl Slt {
     /// SIGINT (srt-live-transmit closes its media cleanly on it), then waits at most `limit`;
     /// SIGKILL after that. True when it exited by itself in time.
     pub fn interrupt(&mut self, limit: Duration) -> bool {
+        self.hold_input = None;
         if self.proc.try_status().is_some() {
             return true;
         }
@@ -292,6 +404,17 @@ impl Slt {
             .last()
             .map(SltStats)
     }
+}
+
+/// Null packets [`Slt::spawn_fed`] sends after the media: 37.6 KB, well over what
+/// srt-live-transmit holds back (its input buffer) plus a receiver's stdout buffer.
+const NULL_PADDING_PACKETS: usize = 200;
+
+/// `n` MPEG-TS null packets (PID 0x1FFF, payload only).
+pub fn ts_null_packets(n: usize) -> Vec<u8> {
+    let mut p = [0xFFu8; 188];
+    p[..4].copy_from_slice(&[0x47, 0x1F, 0xFF, 0x10]);
+    p.repeat(n)
 }
 
 /// One JSON statistics record of srt-live-transmit (`-pf:json -f`).

@@ -41,7 +41,7 @@ pub const SRT_VERSION: u32 = 0x0001_0501;
 /// The handshake extension field of a caller's v4-style induction (UDT_DGRAM).
 const INDUCTION_EXT: u16 = 2;
 /// Flags we announce in HSREQ/HSRSP.
-const OUR_FLAGS: u32 = srt_flags::TSBPD_SND
+pub(crate) const OUR_FLAGS: u32 = srt_flags::TSBPD_SND
     | srt_flags::TSBPD_RCV
     | srt_flags::TLPKT_DROP
     | srt_flags::PERIODIC_NAK
@@ -49,19 +49,19 @@ const OUR_FLAGS: u32 = srt_flags::TSBPD_SND
 /// Cookies are valid for the minute they were made in and the one after.
 const COOKIE_PERIOD: Duration = Duration::from_secs(60);
 /// Callers repeat their handshake packets this often...
-const CALLER_RETRY: Duration = Duration::from_millis(250);
+pub(crate) const CALLER_RETRY: Duration = Duration::from_millis(250);
 
-fn encode(p: &Packet) -> Bytes {
+pub(crate) fn encode(p: &Packet) -> Bytes {
     let mut buf = Vec::with_capacity(128);
     p.encode(&mut buf);
     Bytes::from(buf)
 }
 
-fn ip_bytes(addr: SocketAddr) -> [u8; 16] {
+pub(crate) fn ip_bytes(addr: SocketAddr) -> [u8; 16] {
     crate::packet::peer_ip_to_wire(addr.ip())
 }
 
-fn latency_ms(d: Duration) -> u16 {
+pub(crate) fn latency_ms(d: Duration) -> u16 {
     d.as_millis().min(u128::from(u16::MAX)) as u16
 }
 
@@ -174,6 +174,49 @@ impl Listener {
     }
 }
 
+/// What the protocol requires of a conclusion carrying an HSREQ (from a caller, or from a
+/// rendezvous initiator): version 5, live mode, no packet filter, and encryption that
+/// matches ours. With a passphrase on both sides the key material is unwrapped (a wrong
+/// passphrase is [`RejectReason::BadSecret`]) and becomes the session's keys.
+pub(crate) fn check_request(
+    cfg: &SessionConfig,
+    hs: &Handshake,
+) -> Result<Option<CryptoContext>, RejectReason> {
+    if hs.version != 5 {
+        return Err(RejectReason::Version);
+    }
+    let Some(req) = hs.extensions.iter().find_map(|e| match e {
+        HsExtension::HsReq(h) => Some(h),
+        _ => None,
+    }) else {
+        return Err(RejectReason::Rogue);
+    };
+    if req.flags & srt_flags::STREAM != 0 {
+        return Err(RejectReason::MessageApi);
+    }
+    for e in &hs.extensions {
+        match e {
+            HsExtension::Filter(f) if !f.is_empty() => return Err(RejectReason::Filter),
+            HsExtension::Congestion(c) if c != "live" => return Err(RejectReason::Congestion),
+            HsExtension::Group(_) => return Err(RejectReason::Group),
+            _ => {}
+        }
+    }
+    let kmreq = hs.extensions.iter().find_map(|e| match e {
+        HsExtension::KmReq(b) => Some(b),
+        _ => None,
+    });
+    match (&cfg.passphrase, kmreq) {
+        (None, None) => Ok(None),
+        (Some(_), None) | (None, Some(_)) => Err(RejectReason::Unsecure),
+        (Some(pass), Some(km)) => match CryptoContext::from_key_material(pass, km) {
+            Ok(c) => Ok(Some(c)),
+            Err(CryptoError::BadSecret) => Err(RejectReason::BadSecret),
+            Err(_) => Err(RejectReason::Unsecure),
+        },
+    }
+}
+
 /// A caller's conclusion that passed the cookie check, waiting for the application's
 /// verdict.
 #[derive(Debug)]
@@ -244,32 +287,7 @@ impl ConnectRequest {
     }
 
     fn negotiate_crypto(&self, cfg: &SessionConfig) -> Result<Option<CryptoContext>, RejectReason> {
-        if self.hs.version != 5 {
-            return Err(RejectReason::Version);
-        }
-        let Some(req) = self.hsreq() else {
-            return Err(RejectReason::Rogue);
-        };
-        if req.flags & srt_flags::STREAM != 0 {
-            return Err(RejectReason::MessageApi);
-        }
-        for e in &self.hs.extensions {
-            match e {
-                HsExtension::Filter(f) if !f.is_empty() => return Err(RejectReason::Filter),
-                HsExtension::Congestion(c) if c != "live" => return Err(RejectReason::Congestion),
-                HsExtension::Group(_) => return Err(RejectReason::Group),
-                _ => {}
-            }
-        }
-        match (&cfg.passphrase, self.kmreq()) {
-            (None, None) => Ok(None),
-            (Some(_), None) | (None, Some(_)) => Err(RejectReason::Unsecure),
-            (Some(pass), Some(km)) => match CryptoContext::from_key_material(pass, km) {
-                Ok(c) => Ok(Some(c)),
-                Err(CryptoError::BadSecret) => Err(RejectReason::BadSecret),
-                Err(_) => Err(RejectReason::Unsecure),
-            },
-        }
+        check_request(cfg, &self.hs)
     }
 
     /// Accepts: negotiates latency and encryption and starts the session with socket id
@@ -329,6 +347,7 @@ impl ConnectRequest {
             local_socket,
             peer_socket: self.hs.socket_id,
             initial_seq: self.hs.initial_seq,
+            peer_initial_seq: self.hs.initial_seq,
             peer_flow_window: self.hs.flow_window.clamp(32, 1 << 20),
             recv_latency: Duration::from_millis(u64::from(recv_ms)),
             send_latency: Duration::from_millis(u64::from(send_ms)),
@@ -383,6 +402,10 @@ pub enum CallError {
     /// The listener's conclusion was not acceptable.
     #[error("invalid conclusion from the listener: {0}")]
     Invalid(&'static str),
+    /// We refused the peer's request (rendezvous: its HSREQ or key material was not
+    /// acceptable, e.g. another passphrase) and sent it this reason.
+    #[error("refused the peer: {0}")]
+    Refused(RejectReason),
 }
 
 /// What a caller wants done.
@@ -625,6 +648,7 @@ impl Caller {
                     local_socket: self.socket_id,
                     peer_socket: hs.socket_id,
                     initial_seq: self.initial_seq,
+                    peer_initial_seq: self.initial_seq,
                     peer_flow_window: hs.flow_window.clamp(32, 1 << 20),
                     // The listener's HSRSP says what each direction settled on (its receiver
                     // first, i.e. our sending direction).

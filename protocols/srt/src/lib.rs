@@ -6,6 +6,7 @@
 //! - [`packet`]: the wire format, data and control packets and handshake extensions.
 //! - [`handshake`]: the [`Listener`] (stateless SYN cookies, then a [`ConnectRequest`] the
 //!   application accepts or refuses) and the [`Caller`].
+//! - [`rendezvous`]: the [`Rendezvous`] role, two peers that both connect (HSv5 cookie contest).
 //! - [`Connection`]: an established session. The receiving half reorders, reports losses
 //!   (NAK, at once and periodically), acknowledges every 10 ms, and delivers each payload at
 //!   its TSBPD time (sender timestamp + the negotiated latency), giving up gaps whose time
@@ -55,6 +56,7 @@ pub mod fuzz;
 pub mod handshake;
 pub mod packet;
 pub mod reject;
+pub mod rendezvous;
 pub mod seq;
 mod stats;
 
@@ -64,5 +66,6 @@ pub use connection::{CloseReason, Connection, Event, Input, Output};
 pub use entropy::Entropy;
 pub use handshake::{Caller, CallerOutput, ConnectRequest, Listener, ListenerOutput};
 pub use reject::RejectReason;
+pub use rendezvous::{Rendezvous, RendezvousOutput, Role};
 pub use seq::SeqNo;
 pub use stats::Stats;

@@ -8,7 +8,7 @@
 //! paces what it sends. Which half is used depends on the stream: a publisher only sends,
 //! a player only receives.
 //!
-//! Timers are a table ([`Timer`]): `poll_output` ends with the earliest, a timeout fires
+//! Timers are a table (`Timer`): `poll_output` ends with the earliest, a timeout fires
 //! every timer that is due, and a spurious timeout does nothing.
 
 mod recv;
@@ -136,8 +136,11 @@ const MIN_SEND_DROP: Duration = Duration::from_secs(1);
 pub(crate) struct Negotiated {
     pub(crate) local_socket: u32,
     pub(crate) peer_socket: u32,
-    /// The first sequence number of both directions.
+    /// The first sequence number we send.
     pub(crate) initial_seq: SeqNo,
+    /// The first sequence number the peer sends: the caller's in both directions after a
+    /// caller-listener handshake, each side its own in rendezvous.
+    pub(crate) peer_initial_seq: SeqNo,
     pub(crate) peer_flow_window: u32,
     /// Our receiver's TSBPD latency.
     pub(crate) recv_latency: Duration,
@@ -216,7 +219,7 @@ impl Connection {
                 var: 50_000,
             },
             recv: Receiver::new(
-                n.initial_seq,
+                n.peer_initial_seq,
                 cfg.flow_window as usize,
                 n.peer_start,
                 n.recv_latency,
@@ -474,7 +477,8 @@ impl Connection {
             Control::KeepAlive | Control::CongestionWarning => {}
             Control::Ack(ack) => self.handle_ack(now, ack),
             Control::Nak(ranges) => {
-                let n = self.send.lost(&ranges);
+                let gap = Duration::from_micros(u64::from(self.rtt.rtt)).max(SYN);
+                let n = self.send.lost(&ranges, now, gap);
                 self.stats.nak_received += 1;
                 self.stats.loss_reported += n as u64;
             }

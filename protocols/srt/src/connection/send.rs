@@ -20,6 +20,8 @@ pub(crate) struct Entry {
     pub(crate) key: KeyFlag,
     sent: bool,
     rexmit_queued: bool,
+    /// When it was last retransmitted.
+    last_rexmit: Option<Instant>,
 }
 
 /// A packet to put on the wire now.
@@ -77,6 +79,7 @@ impl Sender {
             key: KeyFlag::None,
             sent: false,
             rexmit_queued: false,
+            last_rexmit: None,
         });
         dropped
     }
@@ -143,8 +146,10 @@ impl Sender {
         true
     }
 
-    /// Queues the packets of a loss report for retransmission; returns how many.
-    pub(crate) fn lost(&mut self, ranges: &[LossRange]) -> usize {
+    /// Queues the packets of a loss report for retransmission; returns how many. A packet
+    /// retransmitted less than `min_gap` ago (about one RTT) is not queued again: the report
+    /// crossed the retransmission, which is still on its way.
+    pub(crate) fn lost(&mut self, ranges: &[LossRange], now: Instant, min_gap: Duration) -> usize {
         let mut queued = 0;
         for r in ranges {
             let span = r.last.diff(r.first);
@@ -156,7 +161,10 @@ impl Sender {
             let end = (r.last.diff(self.base) + 1).clamp(0, self.unsent as i32) as usize;
             for i in start..end {
                 let e = &mut self.buffer[i];
-                if !e.rexmit_queued {
+                let recent = e
+                    .last_rexmit
+                    .is_some_and(|t| now.saturating_duration_since(t) < min_gap);
+                if !e.rexmit_queued && !recent {
                     e.rexmit_queued = true;
                     self.rexmit.push_back(self.base.add(i as u32));
                     queued += 1;
@@ -184,6 +192,7 @@ impl Sender {
             self.pacer.take(now, len)?;
             self.rexmit.pop_front();
             self.buffer[offset as usize].rexmit_queued = false;
+            self.buffer[offset as usize].last_rexmit = Some(now);
             return Ok(Some(Outgoing {
                 seq,
                 retransmitted: true,
@@ -329,13 +338,22 @@ mod tests {
         assert!(s.acknowledge(SeqNo::new(102)));
         assert_eq!(s.in_flight(), 3);
         assert!(!s.acknowledge(SeqNo::new(110)), "ack beyond what was sent");
-        let queued = s.lost(&[LossRange {
+        let report = [LossRange {
             first: SeqNo::new(98),
             last: SeqNo::new(103),
-        }]);
+        }];
+        let rtt = Duration::from_millis(50);
+        let queued = s.lost(&report, t0, rtt);
         assert_eq!(queued, 2, "only 102 and 103 are still buffered");
         let o = s.next(t0, 8192).unwrap().unwrap();
         assert_eq!((o.seq.get(), o.retransmitted), (102, true));
+        assert_eq!(
+            s.lost(&report, t0, rtt),
+            0,
+            "102 just resent, 103 still queued"
+        );
+        let later = t0 + Duration::from_millis(60);
+        assert_eq!(s.lost(&report, later, rtt), 1, "102 again after an RTT");
     }
 
     #[test]
