@@ -9,8 +9,8 @@
 //! Modes: `fanout` (steps of N viewers against a running server), `latency` (1 publisher,
 //! 1 viewer, the full distribution), `compare` (starts zerocast and the peer servers one
 //! after the other, pinned, and writes a Markdown report), `smoke` (CI: starts zerocast and
-//! checks that frames flow), `chaos` and `hls` (N LL-HLS clients doing blocking reloads). See
-//! bench/README.md.
+//! checks that frames flow), `chaos`, `hls` (N LL-HLS clients doing blocking reloads) and
+//! `srt latency` / `srt fanout` (MPEG-TS over SRT, the same SEI stamps). See bench/README.md.
 #![forbid(unsafe_code)]
 
 mod chaos;
@@ -22,6 +22,7 @@ mod publisher;
 mod report;
 mod rtmp;
 mod servers;
+mod srt;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ enum Mode {
     Chaos(chaos::ChaosArgs),
     /// Steps of N LL-HLS clients doing blocking reloads: parts/s, requests/s, latency, CPU.
     Hls(hls::HlsArgs),
+    /// MPEG-TS over SRT: glass-to-glass latency per path, and SRT vs RTMP players per core.
+    Srt(srt::SrtArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
         Mode::Smoke(a) => smoke_mode(a),
         Mode::Chaos(a) => chaos::run(a),
         Mode::Hls(a) => hls::run(a),
+        Mode::Srt(a) => srt::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -184,7 +184,7 @@ pub fn start_zerocast(bin: &Path, placement: Placement, max_viewers: usize) -> R
     let conns = (max_viewers + 64).max(1000);
     let cfg = format!(
         "[server]\ndata_dir = \"{}\"\nshards = 1\n\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n\n\
-         [http]\nlisten = \"\"\n\n[auth]\npublish = \"open\"\n\n[limits]\nmax_connections = {conns}\n\
+         [http]\nlisten = \"\"\n\n[srt]\nlisten = \"\"\n\n[auth]\npublish = \"open\"\n\n[limits]\nmax_connections = {conns}\n\
          max_connections_per_ip = {conns}\n\n[log]\nlevel = \"warn\"\n",
         dir.join("data").display()
     );

@@ -61,7 +61,7 @@ fn hls_smoke_run_receives_parts() {
         &config,
         format!(
             "[server]\ndata_dir = {:?}\nshards = 1\n[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\
-             [http]\nlisten = \"127.0.0.1:{http}\"\n[auth]\npublish = \"open\"\n\
+             [http]\nlisten = \"127.0.0.1:{http}\"\n[srt]\nlisten = \"\"\n[auth]\npublish = \"open\"\n\
              [limits]\nmax_connections_per_ip = 1000\n[log]\nlevel = \"warn\"\n",
             dir.path().join("data").display().to_string()
         ),

@@ -268,9 +268,11 @@ impl Endpoint {
         }
     }
 
+    /// Routes `peer`'s datagrams to a new session from now on; its handshake is decided.
     fn register(&self, peer: SocketAddr) -> Rc<SessionInbox> {
         let inbox = Rc::new(SessionInbox::default());
         self.sessions.borrow_mut().insert(peer, inbox.clone());
+        self.pending.borrow_mut().remove(&peer);
         inbox
     }
 }
