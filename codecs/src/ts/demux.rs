@@ -329,6 +329,12 @@ impl Demuxer {
             s.pes = ByteRope::new();
             return Ok(());
         }
+        let padding = PACKET_SIZE - 4 - p.payload.len();
+        // What the field's own contents take (a bare length byte is itself one stuffing byte).
+        let stuffed = p.adaptation.is_some_and(|a| {
+            let fields = if a.min_len() == 1 { 0 } else { a.min_len() };
+            padding > fields
+        });
         let s = &mut self.streams[i];
         s.pes.push(p.payload);
         if s.pes.len() > self.config.max_pes_size {
@@ -345,7 +351,10 @@ impl Demuxer {
             (Some(a), Some(b)) => usize::from(u16::from_be_bytes([a, b])),
             _ => 0,
         };
-        if declared != 0 && s.pes.len() >= 6 + declared {
+        // A video PES of unbounded length ends where the next one starts, a frame later. But
+        // muxers pad only the last packet of a PES with adaptation-field stuffing (ffmpeg and
+        // so OBS do), so a stuffed packet ends the frame now: a frame interval less latency.
+        if (declared != 0 && s.pes.len() >= 6 + declared) || (declared == 0 && stuffed) {
             self.finish_pes(i, out)?;
         }
         Ok(())

@@ -539,3 +539,61 @@ fn ffmpeg_hevc_opus() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Video PES of unbounded length (as ffmpeg and OBS write them) come out as soon as their
+/// stuffed last packet arrives, not a frame later when the next PES starts.
+#[test]
+fn unbounded_video_pes_ends_at_its_stuffed_last_packet() {
+    let mut rng = Rng(11);
+    let mut all = frames(20, 3000, &mut rng);
+    all.extend(frames(10, 70_000, &mut rng));
+    let video: Vec<Frame> = all
+        .into_iter()
+        .filter(|f| f.kind == MediaKind::Video)
+        .collect();
+    let mut m = Muxer::new(tracks()).unwrap();
+    let mut d = Demuxer::default();
+    let mut late = 0;
+    for (i, f) in video.iter().enumerate() {
+        let mut rope = ByteRope::new();
+        m.mux(f, &mut rope).unwrap();
+        let mut ts = rope.to_contiguous().to_vec();
+        for p in ts.chunks_mut(PACKET_SIZE) {
+            let pid = u16::from_be_bytes([p[1], p[2]]) & 0x1fff;
+            let unit_start = p[1] & 0x40 != 0;
+            if pid != 0x100 || !unit_start {
+                continue;
+            }
+            let start = if p[3] & 0x20 != 0 {
+                5 + usize::from(p[4])
+            } else {
+                4
+            };
+            // PES_packet_length := 0.
+            p[start + 4] = 0;
+            p[start + 5] = 0;
+        }
+        // A frame that fills its last packet exactly has no stuffing to end it: it waits.
+        let stuffed = ts
+            .chunks(PACKET_SIZE)
+            .rev()
+            .find(|p| u16::from_be_bytes([p[1], p[2]]) & 0x1fff == 0x100)
+            .is_some_and(|p| p[3] & 0x20 != 0);
+        let mut ev = vec![];
+        d.push(Bytes::from(ts), f.ingest, &mut ev).unwrap();
+        let got = ev
+            .iter()
+            .filter(|e| matches!(e, DemuxEvent::Frame(g) if g.kind == MediaKind::Video))
+            .count();
+        if got == 0 && stuffed {
+            late += 1;
+        }
+        assert!(got <= 2, "frame {i}: {got} frames");
+    }
+    assert_eq!(
+        late,
+        0,
+        "{late} of {} stuffed frames waited for the next",
+        video.len()
+    );
+}

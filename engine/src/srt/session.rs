@@ -414,6 +414,16 @@ fn send_media(shard: &Rc<Shard>, conn: &mut Connection, batch: &[OutItem]) {
         all.append(item.wire());
     }
     let now = rt::now();
+    // Stamped with when the media entered the engine: the time it waited for this session's
+    // turn on the shard is absorbed by the player's latency buffer.
+    let source = batch
+        .iter()
+        .filter_map(|i| match i {
+            OutItem::Media(m) => m.ingest,
+            _ => None,
+        })
+        .min()
+        .unwrap_or(now);
     let mut reader = all.reader();
     let mut sent = 0u64;
     while reader.remaining() > 0 {
@@ -421,7 +431,7 @@ fn send_media(shard: &Rc<Shard>, conn: &mut Connection, batch: &[OutItem]) {
         // `n` is at most what remains.
         let chunk = reader.take(n).expect("within the rope");
         sent += chunk.len() as u64;
-        conn.send(now, chunk);
+        conn.send_stamped(now, source, chunk);
     }
     shard.metrics.sent(Egress::Srt, sent);
     outbox_latency(shard, batch, now);

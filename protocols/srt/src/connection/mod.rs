@@ -309,10 +309,19 @@ impl Connection {
     /// Queues one payload (at most [`MAX_PAYLOAD`] bytes; MPEG-TS senders use 7 packets,
     /// 1316 bytes) to send, stamped with `now`. Longer payloads are refused with `false`.
     pub fn send(&mut self, now: Instant, payload: ByteRope) -> bool {
+        self.send_stamped(now, now, payload)
+    }
+
+    /// Like [`Connection::send`], but stamps the payload with `source` (when its media
+    /// entered the sending application) instead of now. The receiver then plays it at
+    /// `source` + latency + transit, so time it waited here (behind other sessions, for
+    /// example) comes out of the latency budget instead of adding to it. A `source` before
+    /// the session started counts as its start.
+    pub fn send_stamped(&mut self, now: Instant, source: Instant, payload: ByteRope) -> bool {
         if self.closed || payload.len() > MAX_PAYLOAD || payload.is_empty() {
             return false;
         }
-        let ts = self.timestamp(now);
+        let ts = self.timestamp(source.min(now));
         if let Some((msg_no, range)) = self.send.push(now, ts, payload) {
             self.stats.send_dropped += u64::from(range.last.diff(range.first) as u32 + 1);
             self.control(Control::DropReq {
