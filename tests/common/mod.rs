@@ -871,6 +871,18 @@ pub fn publish(name: &str, dir: &Path, clip: &Path, url: &str) -> Proc {
 /// Like [`publish`]; with `secs`, publishes exactly that much media (`-t SECS`), then exits.
 pub fn publish_limited(name: &str, dir: &Path, clip: &Path, url: &str, secs: Option<u32>) -> Proc {
     require_ffmpeg();
+    ffmpeg_publish(name, dir, clip, url, secs, "flv")
+}
+
+/// ffmpeg sending `clip` in real time, looped (or `secs` of it), as `format` to `url`.
+pub fn ffmpeg_publish(
+    name: &str,
+    dir: &Path,
+    clip: &Path,
+    url: &str,
+    secs: Option<u32>,
+    format: &str,
+) -> Proc {
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
         "-hide_banner",
@@ -886,7 +898,7 @@ pub fn publish_limited(name: &str, dir: &Path, clip: &Path, url: &str, secs: Opt
     if let Some(secs) = secs {
         cmd.args(["-t", &secs.to_string()]);
     }
-    cmd.args(["-c", "copy", "-f", "flv", url]);
+    cmd.args(["-c", "copy", "-f", format, url]);
     Proc::spawn(name, dir, cmd)
 }
 

@@ -176,23 +176,7 @@ pub fn ffmpeg_publish_srt(
     secs: Option<u32>,
 ) -> Proc {
     require_ffmpeg_srt();
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "info",
-        "-re",
-        "-stream_loop",
-        "-1",
-        "-i",
-    ])
-    .arg(clip);
-    if let Some(secs) = secs {
-        cmd.args(["-t", &secs.to_string()]);
-    }
-    cmd.args(["-c", "copy", "-f", "mpegts", url]);
-    Proc::spawn(name, dir, cmd)
+    super::ffmpeg_publish(name, dir, clip, url, secs, "mpegts")
 }
 
 /// `ffmpeg -i URL -t SECS -c copy -f mpegts -y OUT`: reads `secs` seconds of an SRT stream.

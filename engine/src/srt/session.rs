@@ -116,6 +116,12 @@ impl Driver {
         }
     }
 
+    /// Ends the session: sends the shutdown (what is queued goes first).
+    async fn close(&mut self) {
+        self.conn.close(rt::now());
+        self.drain(&mut Vec::new()).await;
+    }
+
     fn feed_inbox(&mut self) {
         while let Some(d) = self.inbox.pop() {
             self.conn.handle_input(Input::Receive(rt::now(), d));
@@ -203,8 +209,7 @@ pub(super) async fn run_publisher(
                     if let Err(e) = demux.push(payload, rt::now(), &mut media) {
                         shard.metrics.error(Protocol::Srt, ErrorKind::BadMedia);
                         warn!(conn = id, %peer, "srt publisher sent bad MPEG-TS: {e}");
-                        d.conn.close(rt::now());
-                        d.drain(&mut Vec::new()).await;
+                        d.close().await;
                         break 'session format!("error: bad MPEG-TS: {e}");
                     }
                     for m in media.drain(..) {
@@ -241,13 +246,11 @@ pub(super) async fn run_publisher(
             Wake::Datagram => d.feed_inbox(),
             Wake::Timer => d.conn.handle_input(Input::Timeout(rt::now())),
             Wake::Kicked => {
-                d.conn.close(rt::now());
-                d.drain(&mut Vec::new()).await;
+                d.close().await;
                 break "replaced by a newer publisher or stopped".into();
             }
             Wake::Shutdown => {
-                d.conn.close(rt::now());
-                d.drain(&mut Vec::new()).await;
+                d.close().await;
                 break "server stopping".into();
             }
             Wake::Media(_) | Wake::Ended => {}
@@ -372,18 +375,15 @@ pub(super) async fn run_player(
                 slices.clear();
             }
             Wake::Media(false) => {
-                d.conn.close(rt::now());
-                d.drain(&mut Vec::new()).await;
+                d.close().await;
                 break "player too slow".into();
             }
             Wake::Ended => {
-                d.conn.close(rt::now());
-                d.drain(&mut Vec::new()).await;
+                d.close().await;
                 break "stream ended".into();
             }
             Wake::Shutdown => {
-                d.conn.close(rt::now());
-                d.drain(&mut Vec::new()).await;
+                d.close().await;
                 break "server stopping".into();
             }
             Wake::Kicked => {}
