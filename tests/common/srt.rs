@@ -596,7 +596,14 @@ impl DirStats {
             self.encrypted_data += 1;
         }
         let payload = &d[16..];
-        if payload.len() >= 188 && (0..payload.len() / 188).all(|i| payload[i * 188] == 0x47) {
+        // Each 188-byte packet starts with the sync byte and carries a PID ffmpeg or zerocast
+        // uses (PAT, SDT, PMT, elementary streams, null): a ciphertext that happens to start
+        // with 0x47 (1 in 256 one-packet payloads) does not count.
+        let clear_packet = |p: &[u8]| {
+            let pid = u16::from_be_bytes([p[1], p[2]]) & 0x1fff;
+            p[0] == 0x47 && matches!(pid, 0 | 0x11 | 0x100..=0x10f | 0x1000 | 0x1fff)
+        };
+        if payload.len() >= 188 && payload.chunks_exact(188).all(clear_packet) {
             self.clear_ts_data += 1;
         }
     }
