@@ -2,12 +2,12 @@
 //! video frame: the publisher's send time (from the SEI) and the time the frame's *last* TS
 //! packet was handed over.
 //!
-//! A video PES with `PES_packet_length = 0` (what zerocast's muxer, ffmpeg and OBS write)
-//! only ends when the next one starts, so a demuxer emits each frame one frame interval after
-//! its last byte arrived. To measure when the frame was *received* (as the RTMP viewers do),
-//! [`FrameClock`] walks the 188-byte packets itself and remembers, per PID, when the last
-//! packet of the current PES came; when the next PES starts (or the declared length is
-//! reached) that time is the frame's.
+//! A video PES with `PES_packet_length = 0` (what ffmpeg and OBS write, and zerocast's muxer
+//! for frames over 64 KiB) ends for sure only when the next one starts. To measure when the
+//! frame was *received* (as the RTMP viewers do), [`FrameClock`] walks the 188-byte packets
+//! itself and remembers, per PID, when the last packet of the current PES came; when the next
+//! PES starts, the declared length is reached, or (as zerocast's demuxer does) a packet padded
+//! with adaptation-field stuffing ends it, that time is the frame's.
 //!
 //! Two ways to read the stamp:
 //! - [`Parse::Scan`] (cheap, for hundreds of viewers): the first few packets of each video
@@ -289,7 +289,24 @@ impl FrameClock {
                         st.head.extend_from_slice(payload);
                         st.stamp = find_stamp(&st.head);
                     }
-                    if st.declared != 0 && st.got >= st.declared {
+                    // As zerocast's demuxer: an unbounded video PES ends at a packet padded
+                    // with adaptation-field stuffing (muxers pad only a PES's last packet).
+                    let padding = PACKET_SIZE - 4 - payload.len();
+                    let af_flags = if pkt[3] & 0x20 != 0 && pkt[4] > 0 {
+                        pkt[5]
+                    } else {
+                        0
+                    };
+                    let fields = if af_flags & 0x10 != 0 {
+                        8
+                    } else if af_flags & 0xc0 != 0 {
+                        2
+                    } else {
+                        0
+                    };
+                    let stuffed = pkt[3] & 0x20 != 0 && padding > fields;
+                    if (st.declared != 0 && st.got >= st.declared) || (st.declared == 0 && stuffed)
+                    {
                         done[1] = Some(Completed {
                             stamp: st.stamp,
                             done_ns: recv_ns,
@@ -386,8 +403,8 @@ mod tests {
         let payloads = stream(5, 3000, true);
         for parse in [Parse::Scan, Parse::Demux] {
             let (clock, out) = run(parse, &payloads);
-            // The last frame never ends (no next PES): four samples.
-            assert_eq!(out.len(), 4, "{parse:?}");
+            // Every frame ends at its stuffed last packet, the last one too.
+            assert_eq!(out.len(), 5, "{parse:?}");
             for (i, s) in out.iter().enumerate() {
                 assert_eq!(s.seq, i as u64);
                 assert_eq!(s.sent_ns, 0x0000_0300_0000_0000 + i as u64);
@@ -417,7 +434,7 @@ mod tests {
         // Drop the middle payload of frame 1 (payloads 3, 4, 5).
         payloads.remove(4);
         let (clock, out) = run(Parse::Scan, &payloads);
-        assert_eq!(out.iter().map(|s| s.seq).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(out.iter().map(|s| s.seq).collect::<Vec<_>>(), [0, 2, 3]);
         assert_eq!((clock.damaged, clock.cc_errors), (1, 1));
     }
 }
