@@ -926,6 +926,18 @@ pub fn venv_program(program: &str, package: &str) -> PathBuf {
 /// `ffmpeg -i URL -t SECS -c copy -y OUT`: records `secs` seconds of the stream into `out`.
 pub fn record(name: &str, dir: &Path, url: &str, secs: f64, out: &Path) -> Proc {
     require_ffmpeg();
+    ffmpeg_record(name, dir, url, secs, out, "flv")
+}
+
+/// `ffmpeg -i URL -t SECS -c copy -f FORMAT -y OUT`: saves `secs` seconds of `url` as `format`.
+pub fn ffmpeg_record(
+    name: &str,
+    dir: &Path,
+    url: &str,
+    secs: f64,
+    out: &Path,
+    format: &str,
+) -> Proc {
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
         "-hide_banner",
@@ -937,7 +949,7 @@ pub fn record(name: &str, dir: &Path, url: &str, secs: f64, out: &Path) -> Proc 
         "-t",
     ])
     .arg(format!("{secs}"))
-    .args(["-c", "copy", "-f", "flv", "-y"])
+    .args(["-c", "copy", "-f", format, "-y"])
     .arg(out);
     Proc::spawn(name, dir, cmd)
 }

@@ -182,20 +182,7 @@ pub fn ffmpeg_publish_srt(
 /// `ffmpeg -i URL -t SECS -c copy -f mpegts -y OUT`: reads `secs` seconds of an SRT stream.
 pub fn ffmpeg_read_srt(name: &str, dir: &Path, url: &str, secs: f64, out: &Path) -> Proc {
     require_ffmpeg_srt();
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "info",
-        "-i",
-        url,
-        "-t",
-    ])
-    .arg(format!("{secs}"))
-    .args(["-c", "copy", "-f", "mpegts", "-y"])
-    .arg(out);
-    Proc::spawn(name, dir, cmd)
+    super::ffmpeg_record(name, dir, url, secs, out, "mpegts")
 }
 
 /// A running srt-live-transmit. With `file://con` as output, what it received is its stdout

@@ -227,8 +227,8 @@ impl Endpoint {
                 };
                 info!(conn = conn_id, stream = %admitted.name, %peer, latency = ?conn.recv_latency(), encrypted = conn.is_encrypted(), "srt publishing");
                 let inbox = self.register(peer);
-                session::run_publisher(self.clone(), conn, inbox, peer, admitted, conn_id, guard)
-                    .await;
+                let driver = session::Driver::new(self.clone(), conn, inbox, peer, conn_id, guard);
+                session::run_publisher(driver, admitted).await;
             }
             Mode::Request => {
                 if crate::store::validate_name(name).is_err() {
@@ -244,7 +244,8 @@ impl Endpoint {
                 };
                 info!(conn = conn_id, stream = name, %peer, latency = ?conn.send_latency(), encrypted = conn.is_encrypted(), "srt playing");
                 let inbox = self.register(peer);
-                session::run_player(self.clone(), conn, inbox, peer, player, conn_id, guard).await;
+                let driver = session::Driver::new(self.clone(), conn, inbox, peer, conn_id, guard);
+                session::run_player(driver, player).await;
             }
         }
         self.sessions.borrow_mut().remove(&peer);

@@ -21,7 +21,7 @@ use super::Endpoint;
 use crate::admission::Admitted;
 use crate::events::{unix_ms, Event};
 use crate::limits::ConnectionGuard;
-use crate::metrics::{Egress, ErrorKind, PlayerGauge, Protocol};
+use crate::metrics::{Egress, ErrorKind, OpenConnection, PlayerGauge, Protocol};
 use crate::outbox::{OutItem, Outbox};
 use crate::rt::{self, tcp::MAX_IOVECS, LocalEvent};
 use crate::shard::{Shard, Subscription};
@@ -90,16 +90,50 @@ enum Wake {
 }
 
 /// What both roles share: the connection and how to reach the peer.
-struct Driver {
+/// Counts as an open connection of its shard (and in the metrics) while it lives.
+pub(super) struct Driver {
     endpoint: Rc<Endpoint>,
     conn: Box<Connection>,
     inbox: Rc<SessionInbox>,
     peer: SocketAddr,
     deadline: Instant,
     id: u64,
+    _open: OpenConnection,
+    _guard: ConnectionGuard,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let shard = &self.endpoint.shard;
+        shard.connections.set(shard.connections.get() - 1);
+    }
 }
 
 impl Driver {
+    /// The task state of an accepted session; `guard` holds its place in the SRT limits.
+    pub(super) fn new(
+        endpoint: Rc<Endpoint>,
+        conn: Box<Connection>,
+        inbox: Rc<SessionInbox>,
+        peer: SocketAddr,
+        id: u64,
+        guard: ConnectionGuard,
+    ) -> Driver {
+        let shard = &endpoint.shard;
+        shard.connections.set(shard.connections.get() + 1);
+        let open = shard.metrics.connection_opened(Protocol::Srt);
+        Driver {
+            deadline: rt::now(),
+            endpoint,
+            conn,
+            inbox,
+            peer,
+            id,
+            _open: open,
+            _guard: guard,
+        }
+    }
+
     /// Sends what the session wants sent and returns its events.
     async fn drain(&mut self, events: &mut Vec<SrtEvent>) {
         loop {
@@ -170,28 +204,11 @@ fn close_reason(r: &CloseReason) -> String {
 }
 
 /// Runs a publisher: delivered payloads are MPEG-TS, demuxed into the stream's origin.
-pub(super) async fn run_publisher(
-    endpoint: Rc<Endpoint>,
-    conn: Box<Connection>,
-    inbox: Rc<SessionInbox>,
-    peer: SocketAddr,
-    admitted: Admitted,
-    id: u64,
-    _guard: ConnectionGuard,
-) {
-    let shard = endpoint.shard.clone();
-    shard.connections.set(shard.connections.get() + 1);
-    let _open = shard.metrics.connection_opened(Protocol::Srt);
+pub(super) async fn run_publisher(mut d: Driver, admitted: Admitted) {
+    let shard = d.endpoint.shard.clone();
+    let (id, peer) = (d.id, d.peer);
     let origin = admitted.origin;
     let kick = origin.borrow().kick.clone();
-    let mut d = Driver {
-        deadline: rt::now(),
-        endpoint,
-        conn,
-        inbox,
-        peer,
-        id,
-    };
     let mut demux = Demuxer::new(DemuxConfig::default());
     let mut media = Vec::new();
     let mut events = Vec::new();
@@ -258,7 +275,6 @@ pub(super) async fn run_publisher(
     };
     d.log_end("publisher", &reason);
     shard.end_origin(&origin, &reason);
-    shard.connections.set(shard.connections.get() - 1);
 }
 
 /// A subscription of an SRT player to a stream, in MPEG-TS.
@@ -297,18 +313,9 @@ impl Player {
 }
 
 /// Runs a player: the stream's TS messages are cut into 1316-byte payloads and sent.
-pub(super) async fn run_player(
-    endpoint: Rc<Endpoint>,
-    conn: Box<Connection>,
-    inbox: Rc<SessionInbox>,
-    peer: SocketAddr,
-    player: Player,
-    id: u64,
-    _guard: ConnectionGuard,
-) {
-    let shard = endpoint.shard.clone();
-    shard.connections.set(shard.connections.get() + 1);
-    let _open = shard.metrics.connection_opened(Protocol::Srt);
+pub(super) async fn run_player(mut d: Driver, player: Player) {
+    let shard = d.endpoint.shard.clone();
+    let (id, peer) = (d.id, d.peer);
     let _gauge: PlayerGauge = shard.metrics.player_joined(Protocol::Srt);
     shard.emit(Event::ViewerJoined {
         stream: player.name.clone(),
@@ -316,14 +323,6 @@ pub(super) async fn run_player(
         remote: peer,
         at_ms: player.joined_at_ms,
     });
-    let mut d = Driver {
-        deadline: rt::now(),
-        endpoint,
-        conn,
-        inbox,
-        peer,
-        id,
-    };
     let outbox = player.viewer.outbox.clone();
     let mut batch: Vec<OutItem> = Vec::new();
     let mut slices: Vec<Bytes> = Vec::new();
@@ -403,7 +402,6 @@ pub(super) async fn run_player(
         dropped_frames: dropped,
     });
     debug!(conn = id, "srt player gone");
-    shard.connections.set(shard.connections.get() - 1);
 }
 
 /// Cuts a batch of TS messages into SRT payloads (whole TS packets, 1316 bytes but for the
