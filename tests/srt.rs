@@ -700,7 +700,8 @@ fn srt_publish_over_lossy_link_arrives_intact() {
     assert_eq!(
         count("dropped_too_late"),
         0,
-        "live.srt says packets were given up: {srt}"
+        "live.srt says packets were given up: {srt}\n{}",
+        wire.unrepaired(Dir::Up, Duration::from_millis(400))
     );
     drop(publisher);
     server.stop_ok();
@@ -757,7 +758,8 @@ fn srt_read_over_lossy_link_arrives_intact() {
     assert_eq!(
         stats.get("recv", "packetsDropped"),
         0,
-        "the reader gave up on packets the server did not retransmit in time"
+        "the reader gave up on packets the server did not retransmit in time\n{}",
+        wire.unrepaired(Dir::Down, Duration::from_millis(400))
     );
     // The reader was interrupted mid-frame: check decoding up to 1 s before its end.
     let span = analyze_or_panic(&out, &reader.proc).video_span();

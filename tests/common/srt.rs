@@ -553,10 +553,152 @@ pub struct DirStats {
 }
 
 /// What the relay saw: `up` from the caller to the listener, `down` back.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RelayStats {
     pub up: DirStats,
     pub down: DirStats,
+    /// Data packets and loss reports, in arrival order (at most [`TRACE_LIMIT`]), so that a
+    /// failed test can tell what happened to a packet the reader gave up on.
+    pub trace: Vec<TraceEvent>,
+}
+
+/// At most this many [`TraceEvent`]s are kept (about a minute of a 3 Mbit/s stream).
+pub const TRACE_LIMIT: usize = 100_000;
+
+/// One SRT packet through the relay.
+#[derive(Clone, Debug)]
+pub struct TraceEvent {
+    /// Since the relay started.
+    pub at: Duration,
+    pub dir: Dir,
+    pub what: Traced,
+    /// False when the relay dropped it.
+    pub forwarded: bool,
+}
+
+/// The part of an SRT packet the trace keeps.
+#[derive(Clone, Debug)]
+pub enum Traced {
+    Data {
+        seq: u32,
+        retransmitted: bool,
+        timestamp_us: u32,
+    },
+    /// A NAK (loss report): inclusive sequence ranges.
+    Nak(Vec<(u32, u32)>),
+}
+
+impl Traced {
+    fn parse(d: &[u8]) -> Option<Traced> {
+        let word = |i: usize| {
+            d.get(i..i + 4)
+                .map(|w| u32::from_be_bytes(w.try_into().unwrap()))
+        };
+        let w0 = word(0)?;
+        if w0 & 0x8000_0000 == 0 {
+            return Some(Traced::Data {
+                seq: w0,
+                retransmitted: word(4)? & (1 << 26) != 0,
+                timestamp_us: word(8)?,
+            });
+        }
+        if (w0 >> 16) & 0x7fff != 3 {
+            return None;
+        }
+        let mut ranges = Vec::new();
+        let mut i = 16;
+        while let Some(w) = word(i) {
+            if w & 0x8000_0000 != 0 {
+                ranges.push((w & 0x7fff_ffff, word(i + 4)?));
+                i += 8;
+            } else {
+                ranges.push((w, w));
+                i += 4;
+            }
+        }
+        Some(Traced::Nak(ranges))
+    }
+}
+
+impl std::fmt::Debug for RelayStats {
+    /// The counters; the trace only by length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayStats")
+            .field("up", &self.up)
+            .field("down", &self.down)
+            .field("traced", &self.trace.len())
+            .finish()
+    }
+}
+
+impl RelayStats {
+    /// The history of every data packet sent `dir` that did not get through in time: no copy
+    /// passed the relay, or the first that did passed it more than `latency` after the packet's
+    /// timestamp (on a clock that starts at the earliest `arrival − timestamp` of the stream,
+    /// so the slack of the first packets is the reference). Each copy the relay saw is listed,
+    /// and each loss report from the other side that asked for it. Empty when every packet got
+    /// through in time or are due after the trace ends.
+    pub fn unrepaired(&self, dir: Dir, latency: Duration) -> String {
+        use std::collections::BTreeMap;
+        use std::fmt::Write as _;
+        let data = || {
+            self.trace.iter().filter_map(move |e| match e.what {
+                Traced::Data {
+                    seq, timestamp_us, ..
+                } if e.dir == dir => Some((e, seq, Duration::from_micros(u64::from(timestamp_us)))),
+                _ => None,
+            })
+        };
+        let Some(origin) = data().map(|(e, _, ts)| e.at.saturating_sub(ts)).min() else {
+            return String::new();
+        };
+        // Per packet: when its first copy got through, if one did, and its deadline.
+        let mut first_through: BTreeMap<u32, (Option<Duration>, Duration)> = BTreeMap::new();
+        for (e, seq, ts) in data() {
+            let slot = first_through
+                .entry(seq)
+                .or_insert((None, origin + ts + latency));
+            if e.forwarded && slot.0.is_none() {
+                slot.0 = Some(e.at);
+            }
+        }
+        // Packets due after the trace ends (the last ones, when the relay stopped) are no
+        // verdict.
+        let end = self.trace.last().map_or(Duration::ZERO, |e| e.at);
+        let mut out = String::new();
+        for (&lost, &(through, deadline)) in &first_through {
+            if through.is_some_and(|t| t <= deadline) || deadline > end {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "packet {lost}: deadline {:.3} ms, first through {}:",
+                deadline.as_secs_f64() * 1e3,
+                through.map_or("never".to_owned(), |t| format!(
+                    "{:.3} ms",
+                    t.as_secs_f64() * 1e3
+                ))
+            );
+            for e in &self.trace {
+                let asked = match &e.what {
+                    Traced::Data { seq, .. } => e.dir == dir && *seq == lost,
+                    Traced::Nak(r) => {
+                        e.dir != dir && r.iter().any(|&(a, b)| a <= lost && lost <= b)
+                    }
+                };
+                if asked {
+                    let fate = if e.forwarded { "forwarded" } else { "DROPPED" };
+                    let _ = writeln!(
+                        out,
+                        "  {:>9.3} ms {:?} {fate}",
+                        e.at.as_secs_f64() * 1e3,
+                        e.what
+                    );
+                }
+            }
+        }
+        out
+    }
 }
 
 impl DirStats {
@@ -605,8 +747,9 @@ pub struct LossyRelay {
     handle: Option<JoinHandle<RelayStats>>,
 }
 
+/// A direction through the relay: `Up` from the caller to the listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Dir {
+pub enum Dir {
     Up,
     Down,
 }
@@ -674,6 +817,7 @@ fn relay_loop(
     let mut order = 0u64;
     let mut client: Option<SocketAddr> = None;
     let mut buf = vec![0u8; 65_536];
+    let started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         for (sock, dir) in [(&front, Dir::Up), (&back, Dir::Down)] {
             // Until WouldBlock (or an ICMP error report): nothing more now.
@@ -692,7 +836,22 @@ fn relay_loop(
                 };
                 st.received += 1;
                 st.classify(&buf[..n]);
-                if rng.next_u64() % 1000 < cfg.drop_per_mille {
+                let drop = rng.next_u64() % 1000 < cfg.drop_per_mille;
+                if let Some(what) = Traced::parse(&buf[..n]) {
+                    if stats.trace.len() < TRACE_LIMIT {
+                        stats.trace.push(TraceEvent {
+                            at: started.elapsed(),
+                            dir,
+                            what,
+                            forwarded: !drop,
+                        });
+                    }
+                }
+                let st = match dir {
+                    Dir::Up => &mut stats.up,
+                    Dir::Down => &mut stats.down,
+                };
+                if drop {
                     st.dropped += 1;
                     continue;
                 }

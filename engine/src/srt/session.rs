@@ -171,6 +171,7 @@ impl Driver {
             lost = s.lost,
             recovered = s.recovered,
             retransmitted = s.retransmitted,
+            rexmit_timeouts = s.rexmit_timeouts,
             dropped_too_late = s.dropped_too_late,
             send_dropped = s.send_dropped,
             "srt {what} ended: {reason}"

@@ -25,6 +25,8 @@ pub struct Stats {
     pub loss_reported: u64,
     /// NAK packets received.
     pub nak_received: u64,
+    /// Retransmissions resent because no ACK covered them in time (no NAK asked again).
+    pub rexmit_timeouts: u64,
     /// Packets the sender dropped unsent or unacknowledged (too old, or buffer full).
     pub send_dropped: u64,
     /// Data packets received, duplicates included.

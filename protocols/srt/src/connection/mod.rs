@@ -162,15 +162,77 @@ pub(crate) struct Negotiated {
 struct Rtt {
     rtt: u32,
     var: u32,
+    /// Where `rtt` and `var` come from.
+    source: RttSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RttSource {
+    /// The spec's initial 100 ms ± 50 ms.
+    Initial,
+    /// Our samples: ACK to ACKACK when we receive, ACK timing when we only send.
+    Measured,
+    /// The values of the peer's ACKs (a receiver measures the RTT, a sender adopts it).
+    Peer,
 }
 
 impl Rtt {
-    fn sample(&mut self, us: u32) {
-        self.var = (self.var * 3 + self.rtt.abs_diff(us)) / 4;
-        self.rtt = (self.rtt * 7 + us) / 8;
+    /// The spec's initial values, which a peer also sends until it has measured.
+    const INITIAL: (u32, u32) = (100_000, 50_000);
+
+    fn initial() -> Rtt {
+        Rtt {
+            rtt: Self::INITIAL.0,
+            var: Self::INITIAL.1,
+            source: RttSource::Initial,
+        }
     }
+
+    /// One measurement; the first replaces the initial values, as libsrt does.
+    fn sample(&mut self, us: u32) {
+        if self.source == RttSource::Initial {
+            (self.rtt, self.var) = (us, us / 2);
+        } else {
+            self.var = (self.var * 3 + self.rtt.abs_diff(us)) / 4;
+            self.rtt = (self.rtt * 7 + us) / 8;
+        }
+        self.source = RttSource::Measured;
+    }
+
+    /// The RTT of a peer's ACK: adopted once the peer has measured it (libsrt sends the
+    /// initial values until then). Before that, `own` (the ACK timing of a packet sent once)
+    /// is the better estimate.
+    fn on_ack(&mut self, peer: (u32, u32), own: Option<Duration>) {
+        if peer.0 > 0 && peer != Self::INITIAL {
+            (self.rtt, self.var) = peer;
+            self.source = RttSource::Peer;
+        } else if let (Some(d), false) = (own, self.source == RttSource::Peer) {
+            self.sample(d.as_micros().min(u128::from(u32::MAX)) as u32);
+        }
+    }
+
+    /// How long a retransmission that arrived takes to be acknowledged: an RTT, the ACK
+    /// period on each side, and jitter (4·RTTVar, but at most half an RTT: the variance is
+    /// large until a few samples came, and a retransmission resent too early only costs a
+    /// duplicate).
+    fn rexmit_timeout(&self) -> Duration {
+        let jitter = (4 * u64::from(self.var)).min(u64::from(self.rtt) / 2);
+        Duration::from_micros(u64::from(self.rtt) + jitter) + 2 * SYN
+    }
+    /// How often a loss is reported again: half of RTT + 4·RTTVar, at least 20 ms, as
+    /// libsrt's live congestion control does. Reports cross retransmissions on the way; the
+    /// sender's [`Rtt::rexmit_guard`] filters the repeats.
     fn nak_interval(&self) -> Duration {
-        Duration::from_micros(u64::from(self.rtt) + 4 * u64::from(self.var)).max(MIN_NAK_INTERVAL)
+        Duration::from_micros((u64::from(self.rtt) + 4 * u64::from(self.var)) / 2)
+            .max(MIN_NAK_INTERVAL)
+    }
+
+    /// A packet retransmitted less than SRTT − 4·RTTVar ago is not sent again for a new
+    /// report: the report left the receiver before the retransmission could reach it. This
+    /// is libsrt's rule (`SRTO_RETRANSMITALGO` 1); a whole RTT would ignore every other
+    /// periodic report and cost the receiver one retry out of two within its latency.
+    fn rexmit_guard(&self) -> Duration {
+        Duration::from_micros(u64::from(self.rtt.saturating_sub(4 * self.var)))
     }
 }
 
@@ -214,10 +276,7 @@ enum KeyRefresh {
 impl Connection {
     pub(crate) fn new(cfg: SessionConfig, now: Instant, n: Negotiated) -> Connection {
         let mut c = Connection {
-            rtt: Rtt {
-                rtt: 100_000,
-                var: 50_000,
-            },
+            rtt: Rtt::initial(),
             recv: Receiver::new(
                 n.peer_initial_seq,
                 cfg.flow_window as usize,
@@ -486,8 +545,7 @@ impl Connection {
             Control::KeepAlive | Control::CongestionWarning => {}
             Control::Ack(ack) => self.handle_ack(now, ack),
             Control::Nak(ranges) => {
-                let gap = Duration::from_micros(u64::from(self.rtt.rtt)).max(SYN);
-                let n = self.send.lost(&ranges, now, gap);
+                let n = self.send.lost(&ranges, now, self.rtt.rexmit_guard());
                 self.stats.nak_received += 1;
                 self.stats.loss_reported += n as u64;
             }
@@ -507,15 +565,16 @@ impl Connection {
     }
 
     fn handle_ack(&mut self, now: Instant, ack: Ack) {
-        if !self.send.acknowledge(ack.last_ack) {
+        let Ok(own_sample) = self.send.acknowledge(ack.last_ack, now) else {
             self.stats.bad_packets += 1;
             return;
-        }
-        if let Some(info) = ack.info {
-            if info.rtt_us > 0 {
-                self.rtt.rtt = info.rtt_us;
-                self.rtt.var = info.rtt_var_us;
-            }
+        };
+        let peer_rtt = ack
+            .info
+            .as_ref()
+            .map_or((0, 0), |i| (i.rtt_us, i.rtt_var_us));
+        self.rtt.on_ack(peer_rtt, own_sample);
+        if ack.info.is_some() {
             // Full and small ACKs are acknowledged back, so the receiver measures the RTT.
             self.control(Control::AckAck { ack_no: ack.ack_no });
         }
@@ -561,6 +620,7 @@ impl Connection {
         if self.timers.is_due(Timer::Ack, now) {
             self.timers.set(Timer::Ack, now + SYN);
             self.send_ack(now);
+            self.resend_overdue(now);
         }
         if self.timers.is_due(Timer::Nak, now) {
             self.timers.set(Timer::Nak, now + MIN_NAK_INTERVAL);
@@ -603,6 +663,17 @@ impl Connection {
         if self.timers.is_due(Timer::KeepAlive, now) {
             self.control(Control::KeepAlive);
         }
+    }
+
+    /// Retransmissions unacknowledged for [`Rtt::rexmit_timeout`] are queued again, while
+    /// the receiver can still play them: see [`Sender::overdue`].
+    fn resend_overdue(&mut self, now: Instant) {
+        let rto = self.rtt.rexmit_timeout();
+        let clock = self.timestamp(now);
+        let latency = self.n.send_latency.as_micros() as u32;
+        let playable = |ts: u32| clock.wrapping_sub(ts) < latency;
+        let n = self.send.overdue(now, rto, playable);
+        self.stats.rexmit_timeouts += n as u64;
     }
 
     /// Packets older than this are dropped by the sender: the receiver could not play them.

@@ -1,5 +1,6 @@
-//! The sending half of a live session: the send buffer, retransmission on NAK, sender-side
-//! too-late drop and pacing (SRT spec 4.6, 4.8, 5.1 "SRT Packet Pacing and Congestion Control").
+//! The sending half of a live session: the send buffer, retransmission on NAK and on
+//! timeout, sender-side too-late drop and pacing (SRT spec 4.6, 4.8, 5.1 "SRT Packet Pacing
+//! and Congestion Control").
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -18,11 +19,16 @@ pub(crate) struct Entry {
     created: Instant,
     /// The key it went out with the first time (retransmissions must use the same).
     pub(crate) key: KeyFlag,
-    sent: bool,
+    /// When it was first sent.
+    sent_at: Option<Instant>,
     rexmit_queued: bool,
     /// When it was last retransmitted.
     last_rexmit: Option<Instant>,
 }
+
+/// An ACK of packets never sent: a broken or hostile peer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct AckBeyondSent;
 
 /// A packet to put on the wire now.
 #[derive(Debug)]
@@ -41,6 +47,9 @@ pub(crate) struct Sender {
     unsent: usize,
     next_msg: u32,
     rexmit: VecDeque<SeqNo>,
+    /// Retransmissions not known to have arrived, oldest first: (packet, when it went).
+    /// See [`Sender::overdue`].
+    rexmit_sent: VecDeque<(SeqNo, Instant)>,
     capacity: usize,
     pacer: Pacer,
 }
@@ -53,6 +62,7 @@ impl Sender {
             unsent: 0,
             next_msg: 1,
             rexmit: VecDeque::new(),
+            rexmit_sent: VecDeque::new(),
             capacity: capacity.max(32),
             pacer: Pacer::new(max_bandwidth, now),
         }
@@ -77,7 +87,7 @@ impl Sender {
             msg_no,
             created: now,
             key: KeyFlag::None,
-            sent: false,
+            sent_at: None,
             rexmit_queued: false,
             last_rexmit: None,
         });
@@ -128,27 +138,40 @@ impl Sender {
         self.buffer.front().map(|e| e.created + threshold)
     }
 
-    /// The receiver has everything before `ack`. Returns false for an ACK of packets never
-    /// sent.
-    pub(crate) fn acknowledge(&mut self, ack: SeqNo) -> bool {
+    /// The receiver has everything before `ack`, as of `now`. Returns how long ago the newest
+    /// packet it acknowledges went out when none of those it acknowledges was retransmitted
+    /// (an RTT sample that the ACK period inflates by at most 10 ms), or [`AckBeyondSent`].
+    pub(crate) fn acknowledge(
+        &mut self,
+        ack: SeqNo,
+        now: Instant,
+    ) -> Result<Option<Duration>, AckBeyondSent> {
         let n = ack.diff(self.base);
         if n <= 0 {
-            return true;
+            return Ok(None);
         }
         if n as usize > self.unsent {
-            return false;
+            return Err(AckBeyondSent);
         }
+        let newest = self.buffer[n as usize - 1].sent_at;
+        let mut repaired = false;
         for _ in 0..n {
-            self.buffer.pop_front();
+            if let Some(e) = self.buffer.pop_front() {
+                repaired |= e.last_rexmit.is_some();
+            }
         }
+        // An ACK held back by a hole until a retransmission filled it says nothing of the RTT.
+        let sample = newest
+            .filter(|_| !repaired)
+            .map(|at| now.saturating_duration_since(at));
         self.base = ack;
         self.unsent -= n as usize;
-        true
+        Ok(sample)
     }
 
     /// Queues the packets of a loss report for retransmission; returns how many. A packet
-    /// retransmitted less than `min_gap` ago (about one RTT) is not queued again: the report
-    /// crossed the retransmission, which is still on its way.
+    /// retransmitted less than `min_gap` ago is not queued again: the report crossed the
+    /// retransmission, which is still on its way.
     pub(crate) fn lost(&mut self, ranges: &[LossRange], now: Instant, min_gap: Duration) -> usize {
         let mut queued = 0;
         for r in ranges {
@@ -174,6 +197,46 @@ impl Sender {
         queued
     }
 
+    /// Queues again the retransmissions still unacknowledged `rto` after they went, while
+    /// the receiver can still play them (`playable` says so from a packet's timestamp);
+    /// returns how many.
+    ///
+    /// A lost retransmission is normally asked for again by the receiver's periodic NAK,
+    /// but libsrt sends its first periodic NAK only about 300 ms into a connection: until
+    /// then, a lost retransmission of the joining burst would never be asked for again
+    /// within the latency. Since the ACK stops at the first missing packet, a
+    /// retransmission that stays unacknowledged for an RTO most likely did not arrive;
+    /// one that did (behind an earlier hole) is resent for nothing and discarded as a
+    /// duplicate.
+    pub(crate) fn overdue(
+        &mut self,
+        now: Instant,
+        rto: Duration,
+        playable: impl Fn(u32) -> bool,
+    ) -> usize {
+        let mut queued = 0;
+        while let Some(&(seq, at)) = self.rexmit_sent.front() {
+            let offset = seq.diff(self.base);
+            let live = offset >= 0 && (offset as usize) < self.unsent;
+            let entry = live.then(|| &mut self.buffer[offset as usize]);
+            // Acknowledged, dropped, or resent since (a later record stands for it).
+            let Some(e) = entry.filter(|e| e.last_rexmit == Some(at)) else {
+                self.rexmit_sent.pop_front();
+                continue;
+            };
+            if now.saturating_duration_since(at) < rto {
+                break;
+            }
+            self.rexmit_sent.pop_front();
+            if !e.rexmit_queued && playable(e.ts) {
+                e.rexmit_queued = true;
+                self.rexmit.push_back(seq);
+                queued += 1;
+            }
+        }
+        queued
+    }
+
     /// The next packet to send at `now`: retransmissions first, then new packets within
     /// the peer's flow window. `Err(at)` when pacing holds it until `at`.
     pub(crate) fn next(
@@ -193,6 +256,10 @@ impl Sender {
             self.rexmit.pop_front();
             self.buffer[offset as usize].rexmit_queued = false;
             self.buffer[offset as usize].last_rexmit = Some(now);
+            if self.rexmit_sent.len() >= self.capacity {
+                self.rexmit_sent.pop_front();
+            }
+            self.rexmit_sent.push_back((seq, now));
             return Ok(Some(Outgoing {
                 seq,
                 retransmitted: true,
@@ -204,7 +271,7 @@ impl Sender {
         let len = self.buffer[self.unsent].payload.len();
         self.pacer.take(now, len)?;
         let seq = self.base.add(self.unsent as u32);
-        self.buffer[self.unsent].sent = true;
+        self.buffer[self.unsent].sent_at = Some(now);
         self.unsent += 1;
         Ok(Some(Outgoing {
             seq,
@@ -335,9 +402,19 @@ mod tests {
             sent.push(o.seq.get());
         }
         assert_eq!(sent, vec![100, 101, 102, 103, 104]);
-        assert!(s.acknowledge(SeqNo::new(102)));
+        let later = t0 + Duration::from_millis(70);
+        assert_eq!(
+            s.acknowledge(SeqNo::new(102), later),
+            Ok(Some(Duration::from_millis(70))),
+            "an RTT sample from a packet sent once"
+        );
         assert_eq!(s.in_flight(), 3);
-        assert!(!s.acknowledge(SeqNo::new(110)), "ack beyond what was sent");
+        assert_eq!(s.acknowledge(SeqNo::new(101), later), Ok(None), "old ACK");
+        assert_eq!(
+            s.acknowledge(SeqNo::new(110), later),
+            Err(AckBeyondSent),
+            "ack beyond what was sent"
+        );
         let report = [LossRange {
             first: SeqNo::new(98),
             last: SeqNo::new(103),
@@ -354,6 +431,56 @@ mod tests {
         );
         let later = t0 + Duration::from_millis(60);
         assert_eq!(s.lost(&report, later, rtt), 1, "102 again after an RTT");
+    }
+
+    #[test]
+    fn unacknowledged_retransmissions_go_again_after_the_rto() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut s = Sender::new(SeqNo::new(0), 64, 0, t0);
+        for ts in 0..4 {
+            s.push(t0, ts * 1000, rope(100));
+        }
+        while let Ok(Some(_)) = s.next(t0, 8192) {}
+        let report = |a, b| {
+            [LossRange {
+                first: SeqNo::new(a),
+                last: SeqNo::new(b),
+            }]
+        };
+        assert_eq!(s.lost(&report(1, 2), t0, Duration::ZERO), 2);
+        let resent = |s: &mut Sender, at| {
+            let mut v = Vec::new();
+            while let Ok(Some(o)) = s.next(at, 8192) {
+                assert!(o.retransmitted);
+                v.push(o.seq.get());
+            }
+            v
+        };
+        assert_eq!(resent(&mut s, t0), vec![1, 2]);
+        let always = |_| true;
+        assert_eq!(s.overdue(t0 + ms(79), ms(80), always), 0, "before the RTO");
+        // The ACK reaches 2: 1 arrived, 2 did not (or is behind a hole: resent all the same).
+        assert_eq!(
+            s.acknowledge(SeqNo::new(2), t0 + ms(80)),
+            Ok(None),
+            "1 was retransmitted: no RTT sample"
+        );
+        assert_eq!(s.overdue(t0 + ms(80), ms(80), always), 1);
+        assert_eq!(resent(&mut s, t0 + ms(80)), vec![2]);
+        // A NAK crossing that retransmission does not queue it twice, and its record is the
+        // new one: not due until another RTO has passed.
+        assert_eq!(s.lost(&report(2, 2), t0 + ms(90), ms(40)), 0);
+        assert_eq!(s.overdue(t0 + ms(150), ms(80), always), 0);
+        // Past what the receiver can play: given up.
+        assert_eq!(s.overdue(t0 + ms(160), ms(80), |ts| ts < 2000), 0);
+        assert_eq!(s.overdue(t0 + ms(400), ms(80), always), 0, "nothing left");
+        assert_eq!(
+            s.acknowledge(SeqNo::new(4), t0 + ms(400)),
+            Ok(None),
+            "2 was retransmitted and held the ACK back: no RTT sample"
+        );
+        assert_eq!(s.overdue(t0 + ms(500), ms(80), always), 0);
     }
 
     #[test]

@@ -567,3 +567,33 @@ fn garbage_and_foreign_packets_leave_the_session_alone() {
     assert_in_order(&pair.listener_got, 100);
     assert!(pair.listener.stats().bad_packets >= 3);
 }
+
+#[test]
+fn rtt_starts_from_the_first_sample_and_adopts_the_peers_once_it_measured() {
+    use super::{Rtt, RttSource};
+    let ms = Duration::from_millis;
+    let mut rtt = Rtt::initial();
+    assert_eq!(
+        rtt.rexmit_timeout(),
+        ms(100 + 50 + 20),
+        "jitter at most half an RTT"
+    );
+    // A peer that has not measured yet sends the initial values: our ACK timing counts.
+    rtt.on_ack(Rtt::INITIAL, Some(ms(60)));
+    assert_eq!(
+        (rtt.rtt, rtt.var, rtt.source),
+        (60_000, 30_000, RttSource::Measured)
+    );
+    rtt.on_ack(Rtt::INITIAL, Some(ms(60)));
+    assert_eq!((rtt.rtt, rtt.var), (60_000, 22_500));
+    assert_eq!(rtt.rexmit_timeout(), ms(60 + 30 + 20));
+    // Then the peer's measurement wins, and our samples no longer move it.
+    rtt.on_ack((62_000, 2_000), Some(ms(90)));
+    rtt.on_ack((0, 0), Some(ms(90)));
+    assert_eq!(
+        (rtt.rtt, rtt.var, rtt.source),
+        (62_000, 2_000, RttSource::Peer)
+    );
+    assert_eq!(rtt.rexmit_timeout(), ms(62 + 8 + 20));
+    assert_eq!(rtt.rexmit_guard(), ms(62 - 8));
+}
