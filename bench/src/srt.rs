@@ -482,7 +482,8 @@ fn latency(a: LatencyArgs) -> Result<()> {
         notes.push(format!(
             "- SRT publisher: RTT {:.2} ms; {} packets sent, {} retransmitted, {} NAKs received, \
              {} dropped by the sender; video PES sent with their length {}, with length 0 {} \
-             (over 64 KiB, or `--video-pes-length zero`)",
+             (over 64 KiB, or `--video-pes-length zero`), of which {} end in a full TS packet \
+             (no stuffing: the server sees their end only when the next frame starts)",
             f64::from(s.rtt_us) / 1000.0,
             s.packets_sent,
             s.retransmitted,
@@ -490,6 +491,7 @@ fn latency(a: LatencyArgs) -> Result<()> {
             s.send_dropped,
             info.pes_bounded.load(Ordering::Relaxed),
             info.pes_unbounded.load(Ordering::Relaxed),
+            info.pes_unbounded_unstuffed.load(Ordering::Relaxed),
         ));
     }
     if let Some(h) = &*info.send_late.lock().unwrap_or_else(|p| p.into_inner()) {

@@ -65,6 +65,9 @@ pub struct TsSource {
     pub pes_bounded: u64,
     /// Video PES sent with length 0 (too long for 16 bits, or `PesLength::Zero`).
     pub pes_unbounded: u64,
+    /// Of `pes_unbounded`, those whose last TS packet is full: no stuffing marks their end,
+    /// so a demuxer sees it only when the next PES starts, a frame later.
+    pub pes_unbounded_unstuffed: u64,
 }
 
 impl TsSource {
@@ -108,6 +111,7 @@ impl TsSource {
             pes_length,
             pes_bounded: 0,
             pes_unbounded: 0,
+            pes_unbounded_unstuffed: 0,
         })
     }
 
@@ -149,7 +153,12 @@ impl TsSource {
                 zero_pes_length(&mut ts, VIDEO_PID);
             }
             match pes_length(&ts, VIDEO_PID) {
-                Some(0) => self.pes_unbounded += 1,
+                Some(0) => {
+                    self.pes_unbounded += 1;
+                    if !ends_stuffed(&ts, VIDEO_PID) {
+                        self.pes_unbounded_unstuffed += 1;
+                    }
+                }
                 Some(_) => self.pes_bounded += 1,
                 None => {}
             }
@@ -207,6 +216,31 @@ pub fn pes_length(ts: &[u8], pid: u16) -> Option<u16> {
     Some(u16::from_be_bytes([ts[at + 4], ts[at + 5]]))
 }
 
+/// Whether the last TS packet on `pid` in `ts` is padded, as zerocast's demuxer tells the
+/// end of an unbounded PES: its adaptation field takes more bytes than its contents need
+/// (PCR: 8, discontinuity or random-access flag: 2, nothing flagged: 0).
+pub fn ends_stuffed(ts: &[u8], pid: u16) -> bool {
+    let Some(pkt) = ts
+        .chunks_exact(PACKET_SIZE)
+        .rfind(|p| (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]) == pid)
+    else {
+        return false;
+    };
+    if pkt[3] & 0x20 == 0 {
+        return false;
+    }
+    let len = usize::from(pkt[4]);
+    let flags = if len > 0 { pkt[5] } else { 0 };
+    let needed = if flags & 0x10 != 0 {
+        8
+    } else if flags & 0xc0 != 0 {
+        2
+    } else {
+        0
+    };
+    1 + len > needed
+}
+
 /// Sets PES_packet_length of the PES that starts on `pid` in `ts` to 0 ("unbounded", allowed
 /// for video: ISO/IEC 13818-1 2.4.3.7).
 pub fn zero_pes_length(ts: &mut [u8], pid: u16) -> bool {
@@ -228,8 +262,23 @@ pub struct SrtPublisherInfo {
     pub pes_bounded: AtomicU64,
     /// See `pes_bounded`.
     pub pes_unbounded: AtomicU64,
+    /// See [`TsSource::pes_unbounded_unstuffed`].
+    pub pes_unbounded_unstuffed: AtomicU64,
     /// How late frames went out after their due time, µs (a stalled publisher thread).
     pub send_late: Mutex<Option<Histogram<u64>>>,
+}
+
+impl SrtPublisherInfo {
+    /// Refreshes the link statistics and the PES counts.
+    fn update(&self, link: &link::Link, source: &TsSource) {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.stats());
+        self.pes_bounded
+            .store(source.pes_bounded, Ordering::Relaxed);
+        self.pes_unbounded
+            .store(source.pes_unbounded, Ordering::Relaxed);
+        self.pes_unbounded_unstuffed
+            .store(source.pes_unbounded_unstuffed, Ordering::Relaxed);
+    }
 }
 
 /// A running SRT publisher thread.
@@ -339,21 +388,13 @@ fn run(
                 }
                 if Instant::now() >= stats_at {
                     stats_at += Duration::from_secs(1);
-                    *info.stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.stats());
-                    info.pes_bounded
-                        .store(source.pes_bounded, Ordering::Relaxed);
-                    info.pes_unbounded
-                        .store(source.pes_unbounded, Ordering::Relaxed);
+                    info.update(&link, &source);
                 }
             }
         }
         Ok(())
     })();
-    *info.stats.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.stats());
-    info.pes_bounded
-        .store(source.pes_bounded, Ordering::Relaxed);
-    info.pes_unbounded
-        .store(source.pes_unbounded, Ordering::Relaxed);
+    info.update(&link, &source);
     *info.send_late.lock().unwrap_or_else(|p| p.into_inner()) = Some(late);
     link.close();
     result
@@ -399,5 +440,30 @@ mod tests {
         assert!(zero_pes_length(&mut ts, 0x100));
         assert_eq!(pes_length(&ts, 0x100), Some(0));
         assert!(!zero_pes_length(&mut ts, 0x101));
+    }
+
+    #[test]
+    fn stuffing_is_told_from_flags_and_pcr() {
+        let last = |af: Option<u8>, flags: u8| {
+            let mut p = packet(0x100, false, af, 0xbb);
+            if af.is_some_and(|n| n > 0) {
+                p[5] = flags;
+            }
+            ends_stuffed(&p, 0x100)
+        };
+        assert!(!last(None, 0), "full payload");
+        assert!(last(Some(0), 0), "a bare length byte");
+        assert!(last(Some(1), 0), "an empty flags byte is padding too");
+        assert!(!last(Some(1), 0x40), "random access flag only");
+        assert!(
+            last(Some(2), 0x40),
+            "random access flag and one stuffing byte"
+        );
+        assert!(!last(Some(7), 0x10), "flags and PCR");
+        assert!(last(Some(8), 0x10), "flags, PCR and stuffing");
+        assert!(
+            !ends_stuffed(&packet(0x101, false, Some(0), 0), 0x100),
+            "no such PID"
+        );
     }
 }
