@@ -294,6 +294,10 @@ fn encrypted_round_trip(pbkeylen: u32) {
     }
 
     assert_received(&out, &reader.proc, 4.0, 5.0 * FPS);
+    // What srt-live-transmit wrote is the server's TS as it went out: one continuous stream,
+    // though the server's TS muxer is rebuilt when the demuxed tracks fill in.
+    let jumps = ts_continuity_errors(&out);
+    assert!(jumps.is_empty(), "TS continuity errors: {jumps:?}");
     assert_running(&mut sender.proc);
     assert_running(&mut feed);
     drop(feed);

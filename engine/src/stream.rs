@@ -560,8 +560,9 @@ impl TsOutput {
         self.viewers.len() + self.waiting.len()
     }
 
-    /// Makes a new muxer for `tracks` unless they are the ones it has. Continuity counters
-    /// start over and the cache waits for the next start point.
+    /// Makes a new muxer for `tracks` unless they are the ones it has: it continues the old
+    /// one's continuity counters ([`Muxer::follow`]); the cache waits for the next start
+    /// point.
     fn set_tracks(&mut self, tracks: Vec<Track>) {
         if tracks != self.tracks {
             self.build(tracks);
@@ -572,7 +573,11 @@ impl TsOutput {
         self.muxer = if tracks.is_empty() {
             None
         } else {
-            match Muxer::new(tracks.clone()) {
+            let next = match &self.muxer {
+                Some(prev) => prev.follow(tracks.clone()),
+                None => Muxer::new(tracks.clone()),
+            };
+            match next {
                 Ok(m) => Some(m),
                 Err(e) => {
                     warn!("MPEG-TS viewers get no media: the tracks cannot be muxed: {e}");

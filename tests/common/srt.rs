@@ -377,6 +377,35 @@ impl Slt {
     }
 }
 
+/// The continuity-counter jumps in an MPEG-TS file as a player received it (ISO/IEC 13818-1
+/// 2.4.3.3: +1 per packet with payload on a PID, unless the discontinuity indicator is set; a
+/// single repeat is allowed), one line each. Null packets are ignored.
+pub fn ts_continuity_errors(path: &Path) -> Vec<String> {
+    const TS: usize = 188;
+    let data = std::fs::read(path).unwrap_or_default();
+    let Some(start) = (0..data.len().min(TS))
+        .find(|&i| data[i] == 0x47 && data.get(i + TS).is_none_or(|&b| b == 0x47))
+    else {
+        return vec!["no MPEG-TS sync".to_owned()];
+    };
+    let mut last: std::collections::HashMap<u16, u8> = Default::default();
+    let mut errors = Vec::new();
+    for (k, p) in data[start..].chunks_exact(TS).enumerate() {
+        let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+        let (afc, cc) = ((p[3] >> 4) & 3, p[3] & 0xf);
+        if pid == 0x1fff || afc & 1 == 0 {
+            continue;
+        }
+        let discontinuity = afc & 2 != 0 && p[4] > 0 && p[5] & 0x80 != 0;
+        if let Some(prev) = last.insert(pid, cc) {
+            if cc != (prev + 1) & 0xf && cc != prev && !discontinuity {
+                errors.push(format!("packet {k}, PID {pid:#x}: {prev} then {cc}"));
+            }
+        }
+    }
+    errors
+}
+
 /// Null packets [`Slt::spawn_fed`] sends after the media: 37.6 KB, well over what
 /// srt-live-transmit holds back (its input buffer) plus a receiver's stdout buffer.
 const NULL_PADDING_PACKETS: usize = 200;

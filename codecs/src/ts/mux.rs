@@ -65,6 +65,7 @@ pub struct Muxer {
     pcr_pid: u16,
     pat: Vec<u8>,
     pmt: Vec<u8>,
+    pmt_version: u8,
     psi_cc: [u8; 2],
     last_psi: Option<i64>,
     shared: Vec<Bytes>,
@@ -75,6 +76,28 @@ impl Muxer {
     /// A muxer for these tracks (H.264, H.265, AAC, Opus). A frame goes to the first track of
     /// its kind.
     pub fn new(tracks: Vec<Track>) -> Result<Muxer, TsError> {
+        Self::with_pmt_version(tracks, 0)
+    }
+
+    /// A muxer for new `tracks` that continues this one's output: the continuity counters of
+    /// PAT, PMT and every PID both carry go on, and the PMT's `version_number` moves on when
+    /// the program changes. A player then sees one stream whose program changed, not a
+    /// restart (a strict demuxer drops the PES in progress at a continuity-counter jump).
+    pub fn follow(&self, tracks: Vec<Track>) -> Result<Muxer, TsError> {
+        let mut next = Self::with_pmt_version(tracks.clone(), self.pmt_version)?;
+        if next.pmt != self.pmt {
+            next = Self::with_pmt_version(tracks, (self.pmt_version + 1) & 0x1f)?;
+        }
+        next.psi_cc = self.psi_cc;
+        for t in &mut next.tracks {
+            if let Some(prev) = self.tracks.iter().find(|p| p.pid == t.pid) {
+                t.cc = prev.cc;
+            }
+        }
+        Ok(next)
+    }
+
+    fn with_pmt_version(tracks: Vec<Track>, pmt_version: u8) -> Result<Muxer, TsError> {
         let mut out = Vec::with_capacity(tracks.len());
         let mut streams = Vec::with_capacity(tracks.len());
         for (i, track) in tracks.into_iter().enumerate() {
@@ -151,7 +174,7 @@ impl Muxer {
         };
         let pmt = Pmt {
             program_number: 1,
-            version: 0,
+            version: pmt_version,
             pcr_pid,
             program_info: vec![],
             streams,
@@ -168,6 +191,7 @@ impl Muxer {
             pcr_pid,
             pat: pat.encode(),
             pmt,
+            pmt_version,
             psi_cc: [0; 2],
             last_psi: None,
             shared: Vec::new(),

@@ -597,3 +597,77 @@ fn unbounded_video_pes_ends_at_its_stuffed_last_packet() {
         video.len()
     );
 }
+
+/// A muxer rebuilt for new tracks with [`Muxer::follow`] (audio arrives after video) continues
+/// every PID's continuity counter, announces the new program with the next PMT version, and
+/// the whole output demuxes with no error.
+#[test]
+fn a_followed_muxer_keeps_continuity_counters_and_moves_the_pmt_version() {
+    let mut rng = Rng(11);
+    let all = tracks();
+    let input = frames(15, 700, &mut rng);
+    let (before, after) = input.split_at(input.len() / 2);
+    let video_only: Vec<Frame> = before
+        .iter()
+        .filter(|f| f.kind == MediaKind::Video)
+        .cloned()
+        .collect();
+    let mut first = Muxer::new(all[..1].to_vec()).unwrap();
+    let mut rope = ByteRope::new();
+    for f in &video_only {
+        first.mux(f, &mut rope).unwrap();
+    }
+    let mut second = first.follow(all.clone()).unwrap();
+    for f in after {
+        second.mux(f, &mut rope).unwrap();
+    }
+    let ts = rope.to_contiguous();
+
+    let mut last_cc: std::collections::HashMap<u16, u8> = Default::default();
+    let mut pmt_versions = Vec::new();
+    for p in ts.chunks_exact(PACKET_SIZE) {
+        let pid = (u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]);
+        let cc = p[3] & 0xf;
+        if let Some(prev) = last_cc.insert(pid, cc) {
+            assert_eq!(
+                cc,
+                (prev + 1) & 0xf,
+                "continuity counter jump on PID {pid:#x}"
+            );
+        }
+        if pid == 0x1000 && p[1] & 0x40 != 0 {
+            // Pointer field 0, then the section: version_number in byte 5 of it.
+            let version = (p[5 + 5] >> 1) & 0x1f;
+            if pmt_versions.last() != Some(&version) {
+                pmt_versions.push(version);
+            }
+        }
+    }
+    assert_eq!(
+        pmt_versions,
+        [0, 1],
+        "the PMT that adds audio is a new version"
+    );
+    assert!(
+        last_cc.contains_key(&0x101),
+        "audio went out after the rebuild"
+    );
+
+    let events = demux_chunks([&ts[..]], Instant::now()).unwrap();
+    let (_, video, audio) = split(&events);
+    assert_eq!(
+        video.len(),
+        video_only.len() + expected(after, MediaKind::Video).len()
+    );
+    assert_eq!(audio, expected(after, MediaKind::Audio));
+    // Following with the same tracks keeps the PMT version.
+    let mut same = second.follow(all).unwrap();
+    let mut rope = ByteRope::new();
+    same.mux(&after[0], &mut rope).unwrap();
+    let pmt = rope
+        .to_contiguous()
+        .chunks_exact(PACKET_SIZE)
+        .find(|p| (u16::from(p[1] & 0x1f) << 8 | u16::from(p[2])) == 0x1000)
+        .map(|p| (p[10] >> 1) & 0x1f);
+    assert_eq!(pmt, Some(1));
+}
