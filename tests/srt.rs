@@ -295,9 +295,16 @@ fn encrypted_round_trip(pbkeylen: u32) {
 
     assert_received(&out, &reader.proc, 4.0, 5.0 * FPS);
     // What srt-live-transmit wrote is the server's TS as it went out: one continuous stream,
-    // though the server's TS muxer is rebuilt when the demuxed tracks fill in.
+    // though the server's TS muxer is rebuilt when the demuxed tracks fill in. (A packet the
+    // reader gave up on, which a loaded machine can cause even on loopback, breaks it too.)
     let jumps = ts_continuity_errors(&out);
-    assert!(jumps.is_empty(), "TS continuity errors: {jumps:?}");
+    let gave_up = reader
+        .stats()
+        .map_or(0, |s| s.get("recv", "packetsDropped"));
+    assert!(
+        jumps.is_empty() || gave_up > 0,
+        "TS continuity errors: {jumps:?}"
+    );
     assert_running(&mut sender.proc);
     assert_running(&mut feed);
     drop(feed);
