@@ -200,6 +200,9 @@ pub struct StreamUpdate {
     pub enabled: Option<bool>,
 }
 
+/// Publish sessions kept per stream (the newest); older ones are forgotten as new ones start.
+pub const SESSIONS_KEPT: usize = 1000;
+
 /// One publisher's time on a stream, from the `sessions` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRow {
@@ -797,9 +800,17 @@ impl Store {
 
     /// Records a session start or end. A start is kept only for a stored stream; an end
     /// completes its start's row (or, when the start was never written, adds the whole row).
+    /// A start also forgets the stream's sessions beyond the newest [`SESSIONS_KEPT`], so a
+    /// publisher that reconnects in a loop cannot grow the database without bound.
     pub fn record_session(&self, ev: &SessionEvent) -> Result<(), StoreError> {
         match &ev.end {
             None => {
+                self.conn.execute(
+                    "DELETE FROM sessions WHERE stream = ?1 AND id <= (
+                         SELECT id FROM sessions WHERE stream = ?1
+                         ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+                    params![ev.stream, to_i64(SESSIONS_KEPT as u64 - 1)],
+                )?;
                 self.conn.execute(
                     "INSERT INTO sessions (stream, generation, started_at_ms, remote, protocol)
                      SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM streams WHERE name = ?1)
@@ -1517,6 +1528,23 @@ mod tests {
         assert_eq!(store.close_open_sessions().unwrap(), 1);
         let (_, last) = store.stream_info("cam").unwrap().unwrap();
         assert!(last.unwrap().end_reason.unwrap().starts_with("error:"));
+
+        // A publisher that reconnects in a loop: the newest SESSIONS_KEPT sessions stay.
+        store.create_stream("loop").unwrap();
+        let n = SESSIONS_KEPT as u64 + 5;
+        for i in 0..n {
+            store.record_session(&live("loop", i, 100_000 + i)).unwrap();
+        }
+        let (total, newest) = store.sessions("loop", 1, 0).unwrap();
+        assert_eq!(total, SESSIONS_KEPT as u64);
+        assert_eq!(newest[0].started_at_ms, 100_000 + n as i64 - 1);
+        let (_, oldest) = store.sessions("loop", 1, SESSIONS_KEPT as u64 - 1).unwrap();
+        assert_eq!(oldest[0].started_at_ms, 100_005, "the first five are gone");
+        assert_eq!(
+            store.sessions("cam", 10, 0).unwrap().0,
+            4,
+            "other streams keep theirs"
+        );
 
         // Deleting the stream deletes its history; a new stream of that name starts afresh.
         assert!(store.delete("cam").unwrap());

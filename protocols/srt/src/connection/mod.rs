@@ -219,6 +219,7 @@ impl Rtt {
         let jitter = (4 * u64::from(self.var)).min(u64::from(self.rtt) / 2);
         Duration::from_micros(u64::from(self.rtt) + jitter) + 2 * SYN
     }
+
     /// How often a loss is reported again: half of RTT + 4·RTTVar, at least 20 ms, as
     /// libsrt's live congestion control does. Reports cross retransmissions on the way; the
     /// sender's [`Rtt::rexmit_guard`] filters the repeats.
