@@ -116,6 +116,17 @@ impl Clip {
     pub fn mbps(&self) -> f64 {
         self.media_bytes as f64 * 8.0 / (self.duration_ms as f64 / 1000.0) / 1e6
     }
+
+    /// The line each mode prints about its clip: path, bit rate, loop length, frames.
+    pub fn summary(&self) -> String {
+        format!(
+            "clip: {} ({:.2} Mbit/s, {} ms loop, {} video frames)",
+            self.path.display(),
+            self.mbps(),
+            self.duration_ms,
+            self.video_frames
+        )
+    }
 }
 
 /// Splits an FLV file into tags. Stops quietly at a truncated last tag (a file cut short

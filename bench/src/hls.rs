@@ -885,77 +885,6 @@ fn error_notes(results: &[HlsStepResult]) -> String {
     s
 }
 
-/// CPUs in a kernel CPU list such as `0-2,5`.
-fn cpu_list(list: &str) -> Vec<usize> {
-    let mut cpus = Vec::new();
-    for range in list.trim().split(',').filter(|r| !r.is_empty()) {
-        let (a, b) = range.split_once('-').unwrap_or((range, range));
-        if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
-            cpus.extend(a..=b.min(a + 4096));
-        }
-    }
-    cpus
-}
-
-/// `Cpus_allowed_list` of a thread or process, from its `status` file.
-fn allowed_cpus(status_path: &str) -> Option<String> {
-    std::fs::read_to_string(status_path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(|v| v.trim().to_owned())
-}
-
-/// Where the harness and the server's threads may run, and whether they share a CPU. A server
-/// that pins its own threads can ignore the `taskset` it was started under.
-fn placement(server_pid: Option<u32>) -> (String, Vec<String>) {
-    let me = allowed_cpus("/proc/thread-self/status").unwrap_or_else(|| "?".to_owned());
-    let mine = cpu_list(&me);
-    let Some(pid) = server_pid else {
-        return (format!("harness on CPU {me}"), Vec::new());
-    };
-    let mut threads: BTreeMap<String, (String, usize)> = BTreeMap::new();
-    let mut shared = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in dir.flatten() {
-            let path = t.path();
-            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-            let Some(cpus) = allowed_cpus(&path.join("status").to_string_lossy()) else {
-                continue;
-            };
-            let name = comm.trim().to_owned();
-            if cpu_list(&cpus).iter().any(|c| mine.contains(c)) && !shared.contains(&name) {
-                shared.push(name);
-            }
-            let e = threads
-                .entry(comm.trim().to_owned())
-                .or_insert((cpus.clone(), 0));
-            e.1 += 1;
-        }
-    }
-    let list: Vec<String> = threads
-        .iter()
-        .map(|(name, (cpus, n))| {
-            if *n > 1 {
-                format!("{name} ×{n} on {cpus}")
-            } else {
-                format!("{name} on {cpus}")
-            }
-        })
-        .collect();
-    (
-        format!(
-            "harness on CPU {me}; server threads: {}",
-            if list.is_empty() {
-                "?".to_owned()
-            } else {
-                list.join(", ")
-            }
-        ),
-        shared,
-    )
-}
-
 /// Runs the mode.
 pub fn run(a: HlsArgs) -> Result<()> {
     let cmd = crate::command_line();
@@ -964,13 +893,7 @@ pub fn run(a: HlsArgs) -> Result<()> {
     let publisher = match &a.publish_url {
         Some(u) => {
             let clip = Arc::new(crate::clip::resolve(a.common.clip.as_deref())?);
-            println!(
-                "clip: {} ({:.2} Mbit/s, {} ms loop, {} video frames), publishing to {u}",
-                clip.path.display(),
-                clip.mbps(),
-                clip.duration_ms,
-                clip.video_frames
-            );
+            println!("{}, publishing to {u}", clip.summary());
             Some(Publisher::start(u, clip)?)
         }
         None => None,
@@ -997,7 +920,7 @@ pub fn run(a: HlsArgs) -> Result<()> {
     if !first.can_block_reload {
         eprintln!("warning: the playlist does not say CAN-BLOCK-RELOAD=YES");
     }
-    let (placed, overlap) = placement(a.server_pid);
+    let (placed, overlap) = crate::servers::placement(a.server_pid);
     println!("placement: {placed}");
     if !overlap.is_empty() {
         eprintln!(
@@ -1135,13 +1058,6 @@ fn write_outputs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(cpu_list("0-2,5"), [0, 1, 2, 5]);
-        assert_eq!(cpu_list("1\n"), [1]);
-        assert!(cpu_list("").is_empty());
-    }
 
     fn target() -> Target {
         Target {

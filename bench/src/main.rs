@@ -285,13 +285,7 @@ fn fanout_mode(a: FanoutArgs) -> Result<()> {
     println!("$ {}", command_line());
     pin_harness(a.common.cpu)?;
     let clip = Arc::new(clip::resolve(a.common.clip.as_deref())?);
-    println!(
-        "clip: {} ({:.2} Mbit/s, {} ms loop, {} video frames)",
-        clip.path.display(),
-        clip.mbps(),
-        clip.duration_ms,
-        clip.video_frames
-    );
+    println!("{}", clip.summary());
     print_header();
     let series = run_series(
         &a.publish_url,

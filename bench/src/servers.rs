@@ -3,6 +3,7 @@
 //! addresses; it has no bind option), runs in its own temporary directory, and is stopped by
 //! its PID.
 
+use std::collections::BTreeMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -197,13 +198,7 @@ pub fn start_zerocast(bin: &Path, placement: Placement, max_viewers: usize) -> R
     std::fs::write(&conf, cfg)?;
     let mut cmd = command(placement, bin);
     cmd.arg("serve").arg("--config").arg(&conf);
-    let version = Command::new(bin)
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "zerocast".to_owned());
+    let version = zerocast_version(bin);
     spawn(
         "zerocast",
         cmd,
@@ -426,4 +421,98 @@ pub fn start_xiu(placement: Placement, install_limit: Duration) -> Result<Server
     let mut cmd = command(placement, &bin);
     cmd.arg("-r").arg(port.to_string()).arg("-l").arg("warn");
     spawn("xiu", cmd, dir, port, format!("{version} (crates.io)"))
+}
+
+/// What `BIN --version` prints ("zerocast" when it prints nothing).
+pub fn zerocast_version(bin: &Path) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "zerocast".to_owned())
+}
+
+/// CPUs in a kernel CPU list such as `0-2,5`.
+fn cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for range in list.trim().split(',').filter(|r| !r.is_empty()) {
+        let (a, b) = range.split_once('-').unwrap_or((range, range));
+        if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+            cpus.extend(a..=b.min(a + 4096));
+        }
+    }
+    cpus
+}
+
+/// `Cpus_allowed_list` of a thread or process, from its `status` file.
+fn allowed_cpus(status_path: &str) -> Option<String> {
+    std::fs::read_to_string(status_path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|v| v.trim().to_owned())
+}
+
+/// Where the harness and the server's threads may run, and whether they share a CPU. A server
+/// that pins its own threads can ignore the `taskset` it was started under.
+pub fn placement(server_pid: Option<u32>) -> (String, Vec<String>) {
+    let me = allowed_cpus("/proc/thread-self/status").unwrap_or_else(|| "?".to_owned());
+    let mine = cpu_list(&me);
+    let Some(pid) = server_pid else {
+        return (format!("harness on CPU {me}"), Vec::new());
+    };
+    let mut threads: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut shared = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in dir.flatten() {
+            let path = t.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let Some(cpus) = allowed_cpus(&path.join("status").to_string_lossy()) else {
+                continue;
+            };
+            let name = comm.trim().to_owned();
+            if cpu_list(&cpus).iter().any(|c| mine.contains(c)) && !shared.contains(&name) {
+                shared.push(name);
+            }
+            let e = threads
+                .entry(comm.trim().to_owned())
+                .or_insert((cpus.clone(), 0));
+            e.1 += 1;
+        }
+    }
+    let list: Vec<String> = threads
+        .iter()
+        .map(|(name, (cpus, n))| {
+            if *n > 1 {
+                format!("{name} ×{n} on {cpus}")
+            } else {
+                format!("{name} on {cpus}")
+            }
+        })
+        .collect();
+    (
+        format!(
+            "harness on CPU {me}; server threads: {}",
+            if list.is_empty() {
+                "?".to_owned()
+            } else {
+                list.join(", ")
+            }
+        ),
+        shared,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list("0-2,5"), [0, 1, 2, 5]);
+        assert_eq!(cpu_list("1\n"), [1]);
+        assert!(cpu_list("").is_empty());
+    }
 }

@@ -182,13 +182,7 @@ fn start_server(s: &ServerArgs, clients: usize) -> Result<(server::Zerocast, boo
 
 fn load_clip(s: &ServerArgs) -> Result<Arc<crate::clip::Clip>> {
     let clip = Arc::new(crate::clip::resolve(s.clip.as_deref())?);
-    println!(
-        "clip: {} ({:.2} Mbit/s, {} ms loop, {} video frames)",
-        clip.path.display(),
-        clip.mbps(),
-        clip.duration_ms,
-        clip.video_frames
-    );
+    println!("{}", clip.summary());
     Ok(clip)
 }
 
@@ -462,7 +456,10 @@ fn latency(a: LatencyArgs) -> Result<()> {
 
     // SRT publisher: SRT and RTMP players at once.
     let publisher = SrtPublisher::start(srv.srt, "lat-srt", &clip, cfg, a.video_pes_length)?;
-    println!("placement: {}", server::placement(srv.pid()));
+    println!(
+        "placement: {}",
+        crate::servers::placement(Some(srv.pid())).0
+    );
     let pub_ms = publisher.info.latency_ms.load(Ordering::Relaxed);
     println!(
         "SRT publisher connected (TSBPD of the publishing hop {pub_ms} ms); measuring SRT → SRT \
@@ -686,7 +683,10 @@ fn fanout(a: FanoutArgs) -> Result<()> {
         Ingest::Rtmp => AnyPublisher::Rtmp(Publisher::start(&srv.rtmp_url(name), clip.clone())?),
     };
     let state = publisher.state().clone();
-    println!("placement: {}", server::placement(srv.pid()));
+    println!(
+        "placement: {}",
+        crate::servers::placement(Some(srv.pid())).0
+    );
     println!(
         "publishing over {}; SRT players read the stamps by {}; {} s windows\n",
         match a.publish {

@@ -883,6 +883,12 @@ pub fn ffmpeg_publish(
     secs: Option<u32>,
     format: &str,
 ) -> Proc {
+    Proc::spawn(name, dir, ffmpeg_realtime(clip, secs, format, url))
+}
+
+/// The ffmpeg command that sends `clip` in real time, looped (or `secs` of it), copied as
+/// `format` to `output` (a URL, or `-` for stdout).
+pub fn ffmpeg_realtime(clip: &Path, secs: Option<u32>, format: &str, output: &str) -> Command {
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
         "-hide_banner",
@@ -898,8 +904,8 @@ pub fn ffmpeg_publish(
     if let Some(secs) = secs {
         cmd.args(["-t", &secs.to_string()]);
     }
-    cmd.args(["-c", "copy", "-f", format, url]);
-    Proc::spawn(name, dir, cmd)
+    cmd.args(["-c", "copy", "-f", format, output]);
+    cmd
 }
 
 /// A program in the Python virtualenv `scripts/test` creates (`$ZEROCAST_VENV`, default

@@ -235,23 +235,8 @@ impl Slt {
         require_ffmpeg();
         let feed_name = format!("{name}-feed");
         let feed_err = dir.join(format!("{feed_name}.err"));
-        let mut ff = Command::new("ffmpeg");
-        ff.args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "info",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(clip);
-        if let Some(secs) = secs {
-            ff.args(["-t", &secs.to_string()]);
-        }
-        ff.args(["-c", "copy", "-f", "mpegts", "-"])
-            .stdin(Stdio::null())
+        let mut ff = super::ffmpeg_realtime(clip, secs, "mpegts", "-");
+        ff.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&feed_err).expect("create feed stderr file"));
         let mut child = ff

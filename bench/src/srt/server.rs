@@ -4,7 +4,6 @@
 //! publishing, one shard, `taskset -c CPU`), plus an `[srt]` section on a free UDP port with
 //! the latency under test.
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,13 +116,7 @@ pub fn start(bin: &Path, cpu: Option<usize>, latency_ms: u64, clients: usize) ->
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    let version = Command::new(bin)
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "zerocast".to_owned());
+    let version = crate::servers::zerocast_version(bin);
     let child = cmd
         .spawn()
         .with_context(|| format!("starting zerocast: {cmd:?}"))?;
@@ -153,42 +146,6 @@ pub fn start(bin: &Path, cpu: Option<usize>, latency_ms: u64, clients: usize) ->
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// `Cpus_allowed_list` of a task's status file.
-fn allowed_cpus(status: &Path) -> Option<String> {
-    std::fs::read_to_string(status).ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .map(|v| v.trim().to_owned())
-    })
-}
-
-/// Where the harness and each server thread may run, e.g. "harness on CPU 1; server
-/// threads: zc-shard-0-1 ×2 on 0, zerocast on 0".
-pub fn placement(server_pid: u32) -> String {
-    let me = allowed_cpus(Path::new("/proc/thread-self/status")).unwrap_or_else(|| "?".into());
-    let mut threads: BTreeMap<String, (String, usize)> = BTreeMap::new();
-    if let Ok(dir) = std::fs::read_dir(format!("/proc/{server_pid}/task")) {
-        for t in dir.flatten() {
-            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            let Some(cpus) = allowed_cpus(&t.path().join("status")) else {
-                continue;
-            };
-            threads.entry(comm.trim().to_owned()).or_insert((cpus, 0)).1 += 1;
-        }
-    }
-    let list: Vec<String> = threads
-        .iter()
-        .map(|(name, (cpus, n))| {
-            if *n > 1 {
-                format!("{name} ×{n} on {cpus}")
-            } else {
-                format!("{name} on {cpus}")
-            }
-        })
-        .collect();
-    format!("harness on CPU {me}; server threads: {}", list.join(", "))
 }
 
 #[cfg(test)]

@@ -65,6 +65,20 @@ pub(crate) fn latency_ms(d: Duration) -> u16 {
     d.as_millis().min(u128::from(u16::MAX)) as u16
 }
 
+/// The peer's clock origin on ours, from a handshake that arrived at `at` stamped `timestamp`
+/// µs after the peer started.
+pub(crate) fn peer_start(at: Instant, timestamp: u32) -> Instant {
+    at.checked_sub(Duration::from_micros(u64::from(timestamp)))
+        .unwrap_or(at)
+}
+
+/// What an HSRSP settled on, as (our receiving, our sending) latency, each at least `ours`.
+/// The HSRSP names its sender's receiving direction, our sending one, first.
+pub(crate) fn latencies_from_hsrsp(rsp: &SrtHandshake, ours: Duration) -> (Duration, Duration) {
+    let ms = |v: u16| Duration::from_millis(u64::from(v)).max(ours);
+    (ms(rsp.send_latency_ms), ms(rsp.recv_latency_ms))
+}
+
 /// What the listener makes of a handshake packet.
 #[derive(Debug)]
 pub enum ListenerOutput {
@@ -351,10 +365,7 @@ impl ConnectRequest {
             peer_flow_window: self.hs.flow_window.clamp(32, 1 << 20),
             recv_latency: Duration::from_millis(u64::from(recv_ms)),
             send_latency: Duration::from_millis(u64::from(send_ms)),
-            peer_start: self
-                .arrived
-                .checked_sub(Duration::from_micros(u64::from(self.timestamp)))
-                .unwrap_or(self.arrived),
+            peer_start: peer_start(self.arrived, self.timestamp),
             start: now,
             crypto,
             entropy,
@@ -643,20 +654,16 @@ impl Caller {
                         )));
                     return;
                 }
-                let ours = self.cfg.latency;
+                let (recv_latency, send_latency) = latencies_from_hsrsp(&rsp, self.cfg.latency);
                 let negotiated = Negotiated {
                     local_socket: self.socket_id,
                     peer_socket: hs.socket_id,
                     initial_seq: self.initial_seq,
                     peer_initial_seq: self.initial_seq,
                     peer_flow_window: hs.flow_window.clamp(32, 1 << 20),
-                    // The listener's HSRSP says what each direction settled on (its receiver
-                    // first, i.e. our sending direction).
-                    recv_latency: Duration::from_millis(u64::from(rsp.send_latency_ms)).max(ours),
-                    send_latency: Duration::from_millis(u64::from(rsp.recv_latency_ms)).max(ours),
-                    peer_start: now
-                        .checked_sub(Duration::from_micros(u64::from(timestamp)))
-                        .unwrap_or(now),
+                    recv_latency,
+                    send_latency,
+                    peer_start: peer_start(now, timestamp),
                     start: self.start,
                     crypto: self.crypto.take(),
                     entropy: self.entropy.clone(),

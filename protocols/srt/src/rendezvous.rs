@@ -85,7 +85,8 @@ use crate::connection::{Connection, Input, Negotiated};
 use crate::crypto::{CryptoContext, KeyMaterialSeed, KmState};
 use crate::entropy::Entropy;
 use crate::handshake::{
-    check_request, encode, ip_bytes, latency_ms, CallError, CALLER_RETRY, OUR_FLAGS, SRT_VERSION,
+    check_request, encode, ip_bytes, latencies_from_hsrsp, latency_ms, peer_start, CallError,
+    CALLER_RETRY, OUR_FLAGS, SRT_VERSION,
 };
 use crate::packet::{
     hs_ext_flags, srt_flags, Control, ControlPacket, Handshake, HandshakeKind, HsExtension, Packet,
@@ -445,11 +446,6 @@ impl Core {
 }
 
 /// Local time at which the peer's clock read zero, from a packet's timestamp.
-fn peer_start(now: Instant, timestamp: u32) -> Instant {
-    now.checked_sub(Duration::from_micros(u64::from(timestamp)))
-        .unwrap_or(now)
-}
-
 fn hsreq_present(hs: &Handshake) -> bool {
     hs.extensions
         .iter()
@@ -642,7 +638,7 @@ impl Initiating {
                 return core.refuse(now, peer.socket_id, reason);
             }
         }
-        let ours = core.cfg.latency;
+        let (recv_latency, send_latency) = latencies_from_hsrsp(&rsp, core.cfg.latency);
         let agreement = core.handshake(HandshakeKind::Agreement, 0, Vec::new());
         let agreement = core.datagram(now, peer.socket_id, agreement);
         let n = Negotiated {
@@ -651,10 +647,8 @@ impl Initiating {
             initial_seq: core.initial_seq,
             peer_initial_seq: peer.initial_seq,
             peer_flow_window: peer.flow_window.clamp(32, 1 << 20),
-            // The HSRSP says what each direction settled on: its receiver's (our sending
-            // direction) first.
-            recv_latency: Duration::from_millis(u64::from(rsp.send_latency_ms)).max(ours),
-            send_latency: Duration::from_millis(u64::from(rsp.recv_latency_ms)).max(ours),
+            recv_latency,
+            send_latency,
             peer_start: peer_start(now, timestamp),
             start: core.start,
             crypto,
